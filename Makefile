@@ -1,0 +1,34 @@
+# Everything the project needs is installed by these targets; nothing by hand.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: venv install demo test test-full lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m interactdiffusion.cli.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -x --timeout=900
+
+test-full: $(STAMP)
+	$(PY) -m pytest -q -m "slow or not slow" --timeout=3600
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) logs .pytest_cache
