@@ -1,0 +1,376 @@
+"""QPIC (Tamura et al., CVPR 2021) as an HOI scorer: DETR-R50 with HOI heads, behind ``HOIDetector``.
+
+Our own modules with the parameter names of the public QPIC code, so the released HICO-DET checkpoint
+(``qpic_resnet50_hico.pth``, Apache-2.0, Default Full/Rare/Non-rare 29.07/21.85/31.23) loads as it is.
+Preprocessing and post-processing follow QPIC's evaluation: shorter side 800 (longer ≤ 1333), ImageNet
+mean/std, batch padding with a mask; object = argmax of the softmax without the no-object class, verb
+score = sigmoid(verb logit) × object score, each (query, verb) pair mapped to an HOI id through the
+vocabulary's validity table (invalid pairs dropped, as QPIC's evaluator zeroes them), top 100 per image.
+
+QPIC's objects are COCO-80 contiguous (person = 0) and its verbs HICO-DET's 117 in alphabetical order,
+which is the vocabulary's verb order; both are converted here, at the edge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from ...vocab import HOIVocabulary
+from .base import HOIDetection
+from .detr import (
+    MLP,
+    BackboneWithPosition,
+    DETRTransformer,
+    ResNetBackbone,
+    SinePositionEncoding,
+    box_cxcywh_to_xyxy,
+    preprocess_images,
+)
+from .registry import DetectorWeightsError, MissingDetectorWeightsError
+
+QPIC_WEIGHTS_FILE = "qpic_resnet50_hico.pth"
+QPIC_RELEASE_URL = "https://github.com/hitachi-rd-cv/qpic/releases/tag/v1.0"
+
+
+@dataclass(frozen=True)
+class QPICConfig:
+    """The architecture, under the names of QPIC's command-line arguments (stored in its checkpoints)."""
+
+    backbone: str = "resnet50"
+    dilation: bool = False
+    position_embedding: str = "sine"
+    hidden_dim: int = 256
+    nheads: int = 8
+    enc_layers: int = 6
+    dec_layers: int = 6
+    dim_feedforward: int = 2048
+    num_queries: int = 100
+    pre_norm: bool = False
+    num_obj_classes: int = 80
+    num_verb_classes: int = 117
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace | Mapping[str, Any]) -> QPICConfig:
+        values = dict(args) if isinstance(args, Mapping) else vars(args)
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+    def to_args(self) -> argparse.Namespace:
+        return argparse.Namespace(**asdict(self), hoi=True, dataset_file="hico", subject_category_id=0)
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> QPICConfig:
+        """Infer the architecture from tensor shapes (for a checkpoint without ``args``; heads assumed 8)."""
+
+        def count(prefix: str) -> int:
+            return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
+
+        channels = state["input_proj.weight"].shape[1]
+        if channels == 512:
+            backbone = "resnet34" if count("backbone.0.body.layer3.") == 6 else "resnet18"
+        else:
+            backbone = "resnet101" if count("backbone.0.body.layer3.") == 23 else "resnet50"
+        return cls(
+            backbone=backbone,
+            hidden_dim=state["query_embed.weight"].shape[1],
+            enc_layers=count("transformer.encoder.layers."),
+            dec_layers=count("transformer.decoder.layers."),
+            dim_feedforward=state["transformer.decoder.layers.0.linear1.weight"].shape[0],
+            num_queries=state["query_embed.weight"].shape[0],
+            pre_norm="transformer.encoder.norm.weight" in state,
+            num_obj_classes=state["obj_class_embed.weight"].shape[0] - 1,
+            num_verb_classes=state["verb_class_embed.weight"].shape[0],
+        )
+
+
+class QPICOutputs(NamedTuple):
+    obj_logits: torch.Tensor  # [B, Q, num_obj_classes + 1], last = no object
+    verb_logits: torch.Tensor  # [B, Q, num_verb_classes]
+    sub_boxes: torch.Tensor  # [B, Q, 4] cx, cy, w, h in [0, 1] of the unpadded image
+    obj_boxes: torch.Tensor  # [B, Q, 4]
+
+
+class QPIC(nn.Module):
+    """DETR + HOI heads; each query is one (human, object, verbs) triplet."""
+
+    def __init__(self, config: QPICConfig = QPICConfig()):
+        super().__init__()
+        if config.position_embedding not in ("sine", "v2"):
+            raise ValueError(f"only the sine position embedding is supported, not {config.position_embedding!r}")
+        self.config = config
+        d = config.hidden_dim
+        self.backbone = BackboneWithPosition(
+            ResNetBackbone(config.backbone, config.dilation), SinePositionEncoding(d // 2, normalize=True)
+        )
+        self.transformer = DETRTransformer(
+            d, config.nheads, config.enc_layers, config.dec_layers, config.dim_feedforward, config.pre_norm
+        )
+        self.query_embed = nn.Embedding(config.num_queries, d)
+        self.input_proj = nn.Conv2d(self.backbone.num_channels, d, kernel_size=1)
+        self.obj_class_embed = nn.Linear(d, config.num_obj_classes + 1)
+        self.verb_class_embed = nn.Linear(d, config.num_verb_classes)
+        self.sub_bbox_embed = MLP(d, d, 4, 3)
+        self.obj_bbox_embed = MLP(d, d, 4, 3)
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor) -> QPICOutputs:
+        """``images``: normalised [B, 3, H, W]; ``mask``: [B, H, W], True on padding."""
+        features, mask, pos = self.backbone(images, mask)
+        hs = self.transformer(self.input_proj(features), mask, self.query_embed.weight, pos)
+        return QPICOutputs(
+            self.obj_class_embed(hs),
+            self.verb_class_embed(hs),
+            self.sub_bbox_embed(hs).sigmoid(),
+            self.obj_bbox_embed(hs).sigmoid(),
+        )
+
+
+# -- checkpoints -----------------------------------------------------------------------------------------
+def load_qpic_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], QPICConfig]:
+    """Read a QPIC checkpoint ``{'model': state_dict, ..., 'args': Namespace}`` (or a bare state dict).
+
+    Unpickled with ``weights_only=True`` allowing ``argparse.Namespace`` and nothing else, so a file
+    cannot run code; the architecture comes from ``args`` (or, without it, from the tensor shapes).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDetectorWeightsError(
+            f"QPIC weights not found: {path}. Download the HICO-DET ResNet-50 checkpoint "
+            f"({QPIC_WEIGHTS_FILE}) from {QPIC_RELEASE_URL} and put it there, or point detector.weights "
+            "at your copy."
+        )
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            container = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        culprit = f"an object of type {found.group(1)}" if found else "an object of a type that is not allowed"
+        raise DetectorWeightsError(
+            f"refusing to load {path}: it contains {culprit}; a QPIC checkpoint may hold only tensors, "
+            "plain containers and argparse.Namespace (read with weights_only=True, nothing else is unpickled)"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise DetectorWeightsError(f"cannot read {path} as a PyTorch checkpoint: {err}") from err
+    if isinstance(container, Mapping) and "model" in container:
+        state, args = container["model"], container.get("args")
+    else:
+        state, args = container, None
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DetectorWeightsError(
+            f"{path} is not a QPIC checkpoint: expected {{'model': state_dict, 'args': Namespace}} or a state dict"
+        )
+    if "query_embed.weight" not in state or "verb_class_embed.weight" not in state:
+        raise DetectorWeightsError(f"{path} is not a QPIC HOI checkpoint (no query_embed / verb_class_embed keys)")
+    if isinstance(args, (argparse.Namespace, Mapping)):
+        config = QPICConfig.from_args(args)
+    else:
+        config = QPICConfig.from_state_dict(state)
+    return dict(state), config
+
+
+def save_qpic_checkpoint(model: QPIC, path: str | Path) -> None:
+    """Write ``{'model': state_dict, 'args': Namespace}``: QPIC's own container."""
+    torch.save({"model": model.state_dict(), "args": model.config.to_args()}, path)
+
+
+def load_qpic(path: str | Path) -> QPIC:
+    state, config = load_qpic_checkpoint(path)
+    model = QPIC(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise DetectorWeightsError(
+            f"{path} does not match the QPIC architecture {config}: "
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+    return model.eval().requires_grad_(False)
+
+
+# -- post-processing -------------------------------------------------------------------------------------------
+def hoi_lookup_table(vocabulary: HOIVocabulary, num_obj_classes: int, object_space: str = "coco80") -> torch.Tensor:
+    """Long [num_verbs, num_obj_classes]: the HOI id of (verb, detector object class), -1 when not a class.
+
+    ``object_space="coco80"``: detector classes are COCO-80 contiguous (QPIC); objects the vocabulary
+    lacks map to -1. ``"vocabulary"``: detector classes are the vocabulary's own objects (random models).
+    """
+    table = vocabulary.hoi_table()
+    if object_space == "coco80":
+        if num_obj_classes != 80:
+            raise ValueError(f"a COCO-80 detector must have 80 object classes, not {num_obj_classes}")
+        columns = []
+        for index in range(80):
+            try:
+                columns.append(vocabulary.coco80_to_object(index))
+            except KeyError:
+                columns.append(-1)
+    elif object_space == "vocabulary":
+        if num_obj_classes != vocabulary.num_objects:
+            raise ValueError(
+                f"detector has {num_obj_classes} object classes, the vocabulary {vocabulary.num_objects}"
+            )
+        columns = list(range(num_obj_classes))
+    else:
+        raise ValueError(f"object_space must be 'coco80' or 'vocabulary', not {object_space!r}")
+    lookup = torch.full((vocabulary.num_verbs, num_obj_classes), -1, dtype=torch.long)
+    for cls, obj in enumerate(columns):
+        if obj >= 0:
+            lookup[:, cls] = torch.from_numpy(table[:, obj])
+    return lookup
+
+
+@torch.no_grad()
+def qpic_postprocess(
+    outputs: QPICOutputs,
+    sizes: Sequence[tuple[int, int]],
+    hoi_lookup: torch.Tensor,
+    top_k: int | None = 100,
+) -> list[list[HOIDetection]]:
+    """Raw QPIC outputs → per image the ``top_k`` best valid HOI triplets in pixels of ``sizes`` (w, h).
+
+    Ties keep query-major, verb-minor order (a stable sort), so results are deterministic.
+    """
+    obj_logits, verb_logits, sub_boxes, obj_boxes = (t.detach().float().cpu() for t in outputs)
+    if len(sizes) != obj_logits.shape[0]:
+        raise ValueError(f"{len(sizes)} sizes for {obj_logits.shape[0]} images")
+    if verb_logits.shape[-1] != hoi_lookup.shape[0] or obj_logits.shape[-1] - 1 != hoi_lookup.shape[1]:
+        raise ValueError(
+            f"outputs have {obj_logits.shape[-1] - 1} objects / {verb_logits.shape[-1]} verbs, "
+            f"the HOI lookup {hoi_lookup.shape[1]} / {hoi_lookup.shape[0]}"
+        )
+    obj_scores, obj_labels = obj_logits.softmax(-1)[..., :-1].max(-1)  # [B, Q]
+    verb_scores = verb_logits.sigmoid() * obj_scores[..., None]  # [B, Q, V]
+    hoi_ids = hoi_lookup.T[obj_labels]  # [B, Q, V]
+    scale = torch.tensor([[w, h, w, h] for w, h in sizes], dtype=torch.float32)[:, None, :]
+    human_xyxy = box_cxcywh_to_xyxy(sub_boxes) * scale
+    object_xyxy = box_cxcywh_to_xyxy(obj_boxes) * scale
+
+    results = []
+    for b in range(obj_logits.shape[0]):
+        query, verb = (hoi_ids[b] >= 0).nonzero(as_tuple=True)
+        scores = verb_scores[b, query, verb]
+        order = torch.sort(scores, descending=True, stable=True).indices
+        if top_k is not None:
+            order = order[:top_k]
+        query, verb = query[order], verb[order]
+        hois = hoi_ids[b, query, verb].tolist()
+        humans = human_xyxy[b, query].tolist()
+        objects = object_xyxy[b, query].tolist()
+        results.append([
+            HOIDetection(tuple(h), tuple(o), hoi, score)
+            for h, o, hoi, score in zip(humans, objects, hois, scores[order].tolist())
+        ])
+    return results
+
+
+# -- the detector ------------------------------------------------------------------------------------------------
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _as_vocabulary(vocabulary: HOIVocabulary | str | Path) -> HOIVocabulary:
+    return vocabulary if isinstance(vocabulary, HOIVocabulary) else HOIVocabulary.load(vocabulary)
+
+
+class QPICDetector:
+    """``HOIDetector`` around a ``QPIC`` model: uint8 images in, HOI triplets in original pixels out."""
+
+    def __init__(
+        self,
+        model: QPIC,
+        vocabulary: HOIVocabulary | str | Path,
+        *,
+        object_space: str = "coco80",
+        top_k: int | None = 100,
+        min_size: int = 800,
+        max_size: int | None = 1333,
+        batch_size: int = 8,
+        device: str | torch.device | None = None,
+        name: str = "qpic",
+    ):
+        vocabulary = _as_vocabulary(vocabulary)
+        if model.config.num_verb_classes != vocabulary.num_verbs:
+            raise ValueError(
+                f"the QPIC model has {model.config.num_verb_classes} verb classes, the vocabulary "
+                f"{vocabulary.num_verbs}; QPIC's verbs must be the vocabulary's, in the same order"
+            )
+        self.name = name
+        self.vocabulary = vocabulary
+        self.device = _resolve_device(device)
+        self.model = model.eval().requires_grad_(False).to(self.device)
+        self.hoi_lookup = hoi_lookup_table(vocabulary, model.config.num_obj_classes, object_space)
+        self.top_k = top_k
+        self.min_size = min_size
+        self.max_size = max_size
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def detect(
+        self, images: torch.Tensor | Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]]
+    ) -> list[list[HOIDetection]]:
+        images = list(images)
+        sizes = [(int(w), int(h)) for w, h in sizes]
+        if len(images) != len(sizes):
+            raise ValueError(f"{len(images)} images but {len(sizes)} sizes")
+        results: list[list[HOIDetection]] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            pixels, mask = preprocess_images(images[chunk], self.min_size, self.max_size, self.device)
+            outputs = self.model(pixels, mask)
+            results.extend(qpic_postprocess(outputs, sizes[chunk], self.hoi_lookup, self.top_k))
+        return results
+
+
+def build_qpic_detector(
+    vocabulary: HOIVocabulary | str | Path,
+    weights: str | Path,
+    **detector_kwargs: Any,
+) -> QPICDetector:
+    """The released QPIC (or any checkpoint in its container): COCO-80 objects, the vocabulary's verbs."""
+    if weights is None:
+        raise MissingDetectorWeightsError(
+            f"detector=qpic needs detector.weights: download {QPIC_WEIGHTS_FILE} from {QPIC_RELEASE_URL} "
+            "(or use detector=random for an untrained stand-in)"
+        )
+    return QPICDetector(load_qpic(weights), vocabulary, object_space="coco80", **detector_kwargs)
+
+
+def build_random_qpic_detector(
+    vocabulary: HOIVocabulary | str | Path,
+    *,
+    seed: int = 0,
+    backbone: str = "resnet18",
+    hidden_dim: int = 64,
+    nheads: int = 2,
+    enc_layers: int = 1,
+    dec_layers: int = 1,
+    dim_feedforward: int = 128,
+    num_queries: int = 20,
+    object_space: str = "vocabulary",
+    name: str = "qpic_random",
+    **detector_kwargs: Any,
+) -> QPICDetector:
+    """An untrained QPIC of any size (seeded): exercises the whole scoring path without weights."""
+    vocabulary = _as_vocabulary(vocabulary)
+    config = QPICConfig(
+        backbone=backbone,
+        hidden_dim=hidden_dim,
+        nheads=nheads,
+        enc_layers=enc_layers,
+        dec_layers=dec_layers,
+        dim_feedforward=dim_feedforward,
+        num_queries=num_queries,
+        num_obj_classes=80 if object_space == "coco80" else vocabulary.num_objects,
+        num_verb_classes=vocabulary.num_verbs,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = QPIC(config)
+    return QPICDetector(model, vocabulary, object_space=object_space, name=name, **detector_kwargs)
