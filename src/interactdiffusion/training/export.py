@@ -1,0 +1,39 @@
+"""Export a trained adapter: safetensors (+ JSON config) and a diffusers-format pipeline folder."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from ..utils.pylogger import RankedLogger
+
+log = RankedLogger(__name__, rank_zero_only=True)
+
+
+def export_trained(module, out_dir: str | Path, use_ema: bool = True, pipeline: bool = True) -> dict[str, Path]:
+    """Write ``<out>/adapter.safetensors`` + ``adapter.json`` and ``<out>/pipeline/`` (diffusers layout).
+
+    The exported weights are fp32 whatever precision trained them. With an EMA kept and ``use_ema``
+    the averaged weights are exported.
+    """
+    from ..models.checkpoints import save_adapter
+    from ..pipeline import InteractDiffusionPipeline
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ema = getattr(module, "ema", None) if use_ema else None
+    was_training = module.training
+    module.float()  # frozen parts may be half under mixed precision; exports are fp32
+    written: dict[str, Path] = {}
+    grounding = dict(module.hparams.model.get("grounding") or {})
+    with torch.no_grad(), (ema.swapped_in() if ema is not None else nullcontext()):
+        written["adapter"] = save_adapter(module.unet, out / "adapter", config=grounding)
+        if pipeline:
+            pipe = InteractDiffusionPipeline.from_backbone(module.backbone)
+            pipe.save_pretrained(out / "pipeline")
+            written["pipeline"] = out / "pipeline"
+    module.train(was_training)
+    log.info("exported " + ", ".join(f"{k}: {v}" for k, v in written.items()))
+    return written

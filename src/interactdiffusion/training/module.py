@@ -1,0 +1,403 @@
+"""The LightningModule that trains the interaction module on a frozen Stable Diffusion.
+
+It receives plain configs (the backbone's, the adapter's and the training recipe), builds and freezes
+the backbone itself, and keeps only the adapter (fusers + ``position_net``) trainable. Checkpoints hold
+the adapter, the optimiser/scheduler/loop state, the EMA and the resolved run config: never the
+backbone, which is rebuilt from its config.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from torch import nn
+
+from ..conditioning import GroundingIds, drop_grounding, grounding_kwargs
+from ..models.backbone import Backbone, PhraseEncoder, build_backbone
+from ..models.unet import adapter_state_dict
+from ..utils.pylogger import RankedLogger
+from .ema import AdapterEMA
+from .resumable_data import POSITION_KEY, ResumableLoader
+from .schedule import warmup_constant_schedule
+from .seeding import capture_rng_state, generator, mix_seed, restore_rng_state, sample_generators
+
+log = RankedLogger(__name__, rank_zero_only=True)
+
+CHECKPOINT_KEY = "interactdiffusion"
+CHECKPOINT_FORMAT_VERSION = 1
+MIXED_DTYPES = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose adapter does not fit this run's backbone or adapter variant."""
+
+
+@dataclass
+class Recipe:
+    """The training recipe; the defaults are the paper's (REFERENCE §2)."""
+
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 10_000
+    caption_drop_prob: float = 0.5
+    grounding_drop_prob: float = 0.1
+    grounding_drop_per_sample: bool = False
+    ema_decay: float | None = None
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    phrase_cache_dir: str | None = None
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> Recipe:
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown recipe keys {unknown}; known: {sorted(known)}")
+        if "betas" in values:
+            values["betas"] = tuple(float(b) for b in values["betas"])
+        recipe = cls(**values)
+        for name in ("caption_drop_prob", "grounding_drop_prob"):
+            if not 0.0 <= getattr(recipe, name) <= 1.0:
+                raise ValueError(f"recipe.{name} must be in [0, 1], got {getattr(recipe, name)}")
+        return recipe
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers (or anything mapping/sequence-like) as plain dicts and lists."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class InteractDiffusionModule(LightningModule):
+    """Epsilon-prediction training of the adapter; see ``Recipe`` for the knobs.
+
+    ``backbone``: a ``configs/backbone`` group (``kind``, ``path`` or tiny sizes); ``model``: a
+    ``configs/model`` group (``grounding`` and ``init_from``); ``recipe``: ``Recipe`` fields;
+    ``run_config``: the resolved run config, stored in checkpoints for provenance (not a hyper-parameter).
+    """
+
+    def __init__(
+        self,
+        backbone: Mapping[str, Any],
+        model: Mapping[str, Any],
+        recipe: Mapping[str, Any] | None = None,
+        run_config: Mapping[str, Any] | None = None,
+    ):
+        super().__init__()
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+        # the datamodule offers validation batches for other tools; this module has no validation loop
+        warnings.filterwarnings("ignore", message=r".*passed in a `val_dataloader` but have no `validation_step`.*")
+        backbone_cfg, model_cfg = _plain(backbone), _plain(model)
+        self.recipe = Recipe.from_mapping(_plain(recipe))
+        self.save_hyperparameters(
+            {"backbone": backbone_cfg, "model": model_cfg, "recipe": _plain(asdict(self.recipe))}
+        )
+        self.run_config = _plain(run_config) if run_config is not None else None
+        self.strict_loading = False  # checkpoints hold the adapter only; on_load_checkpoint checks it
+
+        parts: Backbone = build_backbone(**backbone_cfg, grounding=model_cfg.get("grounding"))
+        self.num_trainable = parts.freeze()
+        self.backbone = parts  # a plain attribute: its modules are registered just below
+        self.unet = parts.unet
+        self.vae = parts.vae
+        self.text_encoder = parts.text_encoder
+        self.noise_scheduler = parts.scheduler
+        self.adapter_keys = frozenset(f"unet.{k}" for k in adapter_state_dict(self.unet))
+        self.num_frozen = sum(p.numel() for p in self.parameters() if not p.requires_grad)
+        if self.recipe.gradient_checkpointing:
+            # diffusers >= 0.32 checkpoints with use_reentrant=False, which DDP supports.
+            self.unet.enable_gradient_checkpointing()
+
+        self.init_report: str | None = None
+        init_from = model_cfg.get("init_from")
+        if init_from:
+            self.init_report = self._initialise_adapter(str(init_from))
+
+        alphas = self.noise_scheduler.alphas_cumprod.float()
+        self.register_buffer("sqrt_alphas_cumprod", alphas.sqrt(), persistent=False)
+        self.register_buffer("sqrt_one_minus_alphas_cumprod", (1.0 - alphas).sqrt(), persistent=False)
+        self.register_buffer("phrase_table", torch.zeros(0, self.text_encoder.config.hidden_size), persistent=False)
+        self._table_phrases: list[str] | None = None
+        self.ema = AdapterEMA(self.trainable_named_parameters(), self.recipe.ema_decay) if self.recipe.ema_decay else None
+        self._data_position: tuple[int, int] = (0, 0)
+        self._batches_seen = 0  # micro-batches trained on so far: the key of each step's randomness
+
+    # -- the adapter -------------------------------------------------------------------------------
+    def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+
+    def _initialise_adapter(self, path: str) -> str:
+        from ..models.checkpoints import load_adapter_into
+
+        missing = load_adapter_into(self.unet, path, strict=False, seed=self.recipe.seed)
+        message = f"adapter initialised from {path}"
+        if missing:
+            message += f" ({len(missing)} adapter keys absent there keep their fresh values, e.g. {missing[:3]})"
+        log.info(message)
+        return message
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        index = getattr(datamodule, "phrase_index", None)
+        if index is not None and len(index) and list(index.phrases) != self._table_phrases:
+            self.set_phrase_table(self._compute_phrase_table(list(index.phrases)))
+            self._table_phrases = list(index.phrases)
+        self._cast_frozen_to_compute_dtype()
+
+    def _compute_phrase_table(self, phrases: list[str]) -> torch.Tensor:
+        """Pooled CLIP embeddings of the datamodule's phrases; rank 0 fills the on-disk cache first."""
+        from ..data.phrase_cache import load_or_compute_phrase_table
+
+        encoder = PhraseEncoder(self.text_encoder, self.backbone.tokenizer)
+        cache_dir = self.recipe.phrase_cache_dir
+        if not cache_dir:
+            return encoder(phrases)
+        if self.trainer.world_size > 1:  # one process writes the cache, the others then read it
+            if self.trainer.is_global_zero:
+                load_or_compute_phrase_table(phrases, encoder, cache_dir)
+            self.trainer.strategy.barrier("phrase_table")
+        return load_or_compute_phrase_table(phrases, encoder, cache_dir)
+
+    def set_phrase_table(self, table: torch.Tensor) -> None:
+        """Phrase embeddings [P, D] indexed by the batch's phrase ids (``datamodule.phrase_index``)."""
+        dim = self.text_encoder.config.hidden_size
+        if table.dim() != 2 or table.shape[1] != dim:
+            raise ValueError(f"phrase table must be [P, {dim}] for this text encoder, got {tuple(table.shape)}")
+        self.phrase_table = table.detach().float().to(self.phrase_table.device)
+
+    def compute_dtype(self) -> torch.dtype:
+        precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
+        return MIXED_DTYPES.get(precision, torch.float32)
+
+    def _cast_frozen_to_compute_dtype(self) -> None:
+        """Under mixed precision keep SD's frozen weights in the compute dtype (half the memory, no
+        per-step casts); the adapter stays fp32 for the optimiser."""
+        dtype = self.compute_dtype()
+        if dtype == torch.float32:
+            return
+        self.vae.to(dtype)
+        self.text_encoder.to(dtype)
+        for param in self.unet.parameters():
+            if not param.requires_grad:
+                param.data = param.data.to(dtype)
+
+    def train(self, mode: bool = True) -> InteractDiffusionModule:
+        """The VAE and text encoder are feature extractors: they stay in eval mode while training
+        (Lightning's notice about modules in eval mode is silenced in ``__init__`` for that reason)."""
+        super().train(mode)
+        self.vae.eval()
+        self.text_encoder.eval()
+        return self
+
+    def on_fit_start(self) -> None:
+        if self.ema is not None:
+            self.ema.to(self.device)
+        if self.init_report:
+            log.info(self.init_report)
+
+    def on_train_start(self) -> None:
+        loader = self.trainer.train_dataloader
+        if isinstance(loader, ResumableLoader):
+            loader.position_provider = self.data_position
+            limit = self.trainer.num_training_batches
+            loader.epoch_limit = int(limit) if limit != float("inf") else None
+        counts = {"params/trainable": float(self.num_trainable), "params/frozen": float(self.num_frozen)}
+        log.info(f"trainable parameters: {self.num_trainable:,}; frozen: {self.num_frozen:,}")
+        for logger in self.loggers:
+            logger.log_metrics(counts, step=self.global_step)
+
+    def data_position(self) -> tuple[int, int]:
+        """(epoch, batches the training step consumed in it): where a resumed run continues."""
+        return self._data_position
+
+    # -- encoders (frozen, no grad) ------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_text(self, captions: list[str]) -> torch.Tensor:
+        tokenizer = self.backbone.tokenizer
+        ids = tokenizer(
+            captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(self.device)
+        return self.text_encoder(ids)[0]
+
+    @torch.no_grad()
+    def latent_distribution(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of the VAE posterior, from the latent cache or by encoding the images."""
+        if "latent_mean" in batch:
+            return batch["latent_mean"].float(), batch["latent_std"].float()
+        pixels = batch["pixel_values"].to(self.device, self.vae.dtype)
+        dist = self.vae.encode(pixels).latent_dist
+        return dist.mean.float(), dist.std.float()
+
+    # -- the training step ---------------------------------------------------------------------------
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, stats = self.compute_loss(batch, step_key=("batch", self._batches_seen))
+        self._batches_seen += 1
+        if POSITION_KEY in batch:
+            self._data_position = tuple(batch[POSITION_KEY])
+        size = len(batch["captions"])
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=size)
+        self.log("train/loss_avg", loss, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=size)
+        self.log_dict(
+            {f"train/{k}": v for k, v in stats.items()}, on_step=True, on_epoch=False, batch_size=size
+        )
+        return loss
+
+    def compute_loss(
+        self, batch: Mapping[str, Any], step_key: tuple[Any, ...] = (0, 0)
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The epsilon-MSE loss of one batch; every random draw is keyed by ``step_key`` and scene id."""
+        recipe = self.recipe
+        captions: list[str] = list(batch["captions"])
+        scene_ids = [str(s) for s in batch["scene_ids"]]
+        size = len(captions)
+        device = self.device
+        gens = sample_generators(recipe.seed, step_key, scene_ids, device)
+        # Dropout (none in SD-1.x, but cheap to pin): the stream is fixed per step and rank.
+        torch.manual_seed(mix_seed(recipe.seed, *step_key, "dropout", self.global_rank))
+
+        steps = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.cat([torch.randint(0, steps, (1,), generator=g, device=device) for g in gens])
+        caption_u = torch.cat([torch.rand(1, generator=g, device=device) for g in gens])
+        grounding_u = torch.cat([torch.rand(1, generator=g, device=device) for g in gens])
+
+        mean, std = self.latent_distribution(batch)
+        mean, std = mean.to(device), std.to(device)
+        shape = mean.shape[1:]
+        posterior_eps = torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
+        noise = torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
+        latents = (mean + std * posterior_eps) * self.backbone.latent_scaling
+
+        has_interaction = torch.as_tensor(batch["has_interaction"], device=device, dtype=torch.bool)
+        drop_caption = (caption_u < recipe.caption_drop_prob) & has_interaction
+        captions = ["" if drop else c for c, drop in zip(captions, drop_caption.tolist())]
+        if recipe.grounding_drop_per_sample:
+            drop_ground = grounding_u < recipe.grounding_drop_prob
+        else:  # one decision per (global) batch, the same on every rank
+            batch_u = torch.rand(1, generator=generator(mix_seed(recipe.seed, *step_key, "batch"), device), device=device)
+            drop_ground = (batch_u < recipe.grounding_drop_prob).expand(size)
+
+        text = self.encode_text(captions)
+        ids: GroundingIds = batch["grounding"]
+        grounding = drop_grounding(grounding_kwargs(ids.to(device), self.phrase_table), drop_ground)
+
+        a = self.sqrt_alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+        s = self.sqrt_one_minus_alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+        noisy = a * latents + s * noise
+        prediction = self.unet(
+            noisy, timesteps, encoder_hidden_states=text, cross_attention_kwargs={"gligen": grounding}
+        ).sample
+        loss = F.mse_loss(prediction.float(), noise, reduction="mean")
+        stats = {
+            "caption_dropped": drop_caption.float().mean().detach(),
+            "grounding_dropped": drop_ground.float().mean().detach(),
+        }
+        return loss, stats
+
+    # -- optimisation ----------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        params = [p for _, p in self.trainable_named_parameters()]
+        recipe = self.recipe
+        optimizer = torch.optim.AdamW(
+            params, lr=recipe.lr, betas=recipe.betas, eps=recipe.eps, weight_decay=recipe.weight_decay
+        )
+        scheduler = warmup_constant_schedule(optimizer, recipe.warmup_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        grads = [p.grad for _, p in self.trainable_named_parameters() if p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            self.ema.update()
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep only the adapter; add what an exact resume needs and the run's resolved config."""
+        state = checkpoint.get("state_dict", {})
+        checkpoint["state_dict"] = {k: v for k, v in state.items() if k in self.adapter_keys}
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if key in checkpoint:  # plain containers only, so the file loads with weights_only=True
+                checkpoint[key] = _plain(checkpoint[key])
+        checkpoint[CHECKPOINT_KEY] = {
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "backbone": self.backbone.name,
+            "num_trainable": self.num_trainable,
+            "data_position": list(self._data_position),
+            "batches_seen": self._batches_seen,
+            "rng": capture_rng_state(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "config": self.run_config,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("state_dict", {})
+        checkpoint["state_dict"] = self.check_adapter_state(state, checkpoint.get("hyper_parameters"))
+        extra = checkpoint.get(CHECKPOINT_KEY) or {}
+        if extra.get("data_position"):
+            self._data_position = tuple(int(v) for v in extra["data_position"])
+        self._batches_seen = int(extra.get("batches_seen", 0))
+        if extra.get("rng"):
+            restore_rng_state(extra["rng"])
+        if self.ema is not None and extra.get("ema"):
+            self.ema.load_state_dict(extra["ema"])
+
+    def check_adapter_state(
+        self, state: Mapping[str, torch.Tensor], saved_hparams: Mapping[str, Any] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The adapter entries of ``state`` after checking they fit this model; a clear error if not."""
+        own = {k: v.shape for k, v in self.state_dict().items() if k in self.adapter_keys}
+        adapter = {k: v for k, v in state.items() if k in own}
+        foreign = sorted(k for k in state if k not in own and (".fuser." in k or ".position_net." in k))
+        missing = sorted(set(own) - set(adapter))
+        mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs this model {tuple(own[k])}" for k, v in adapter.items()
+                      if tuple(v.shape) != tuple(own[k])]
+        if not (foreign or missing or mismatched):
+            return adapter
+        saved_backbone = (saved_hparams or {}).get("backbone", {}) if isinstance(saved_hparams, Mapping) else {}
+        saved_model = (saved_hparams or {}).get("model", {}) if isinstance(saved_hparams, Mapping) else {}
+        lines = ["the checkpoint's adapter does not fit this model (a different backbone shape or adapter variant)"]
+        lines.append(
+            f"  checkpoint: backbone={saved_backbone.get('name', '?')} "
+            f"grounding={(saved_model.get('grounding') or {}).get('kind', '?')}; "
+            f"this run: backbone={self.backbone.name} "
+            f"grounding={(self.hparams.model.get('grounding') or {}).get('kind', '?')}"
+        )
+        if mismatched:
+            lines.append(f"  {len(mismatched)} shape mismatches, e.g. " + "; ".join(mismatched[:3]))
+        if missing:
+            lines.append(f"  {len(missing)} adapter weights missing from the checkpoint, e.g. {missing[:3]}")
+        if foreign:
+            lines.append(f"  {len(foreign)} adapter weights this model does not have, e.g. {foreign[:3]}")
+        lines.append("  use the same backbone=/model= as the run that wrote the checkpoint")
+        raise CheckpointMismatchError("\n".join(lines))
+
+    def adapter_state(self, use_ema: bool = True) -> dict[str, torch.Tensor]:
+        """The adapter weights in diffusers names (EMA weights if kept and ``use_ema``)."""
+        if use_ema and self.ema is not None:
+            return {k[len("unet."):]: v.detach().cpu().clone() for k, v in self.ema.shadow.items()}
+        return {k: v.detach().cpu().clone() for k, v in adapter_state_dict(self.unet).items()}

@@ -1,0 +1,50 @@
+"""OmegaConf resolvers the configs use; registered before Hydra composes anything.
+
+``${run_name:}`` names a run directory. It never collides between runs (microsecond timestamp + a
+random id) and is the same in every process of one distributed run: processes started by Lightning
+get the parent's directory on their command line, and processes started by ``srun`` or ``torchrun``
+(one Hydra start each) derive the name from the launcher's job id, which all of them share.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import datetime
+
+from omegaconf import OmegaConf
+
+
+def _shared_launcher_id() -> str | None:
+    """An id that every process of a multi-process launch sees identically, or None."""
+    explicit = os.environ.get("INTERACTDIFFUSION_RUN_NAME")
+    if explicit:
+        return explicit
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
+        job = os.environ["SLURM_JOB_ID"]
+        array = os.environ.get("SLURM_ARRAY_TASK_ID")
+        step = os.environ.get("SLURM_STEP_ID")
+        return "slurm-" + job + (f"_{array}" if array else "") + (f".{step}" if step else "")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
+        run_id = os.environ["TORCHELASTIC_RUN_ID"]
+        if run_id and run_id != "none":
+            return f"torchrun-{run_id}"
+        # a static multi-node rendezvous without --rdzv-id: the master's address and port are all the
+        # processes share; pass --rdzv-id (or INTERACTDIFFUSION_RUN_NAME) to be sure two runs differ
+        addr = os.environ.get("MASTER_ADDR", "localhost").replace(":", "_")
+        return f"{datetime.now():%Y-%m-%d}_torchrun-{addr}-{os.environ.get('MASTER_PORT', '0')}"
+    return None
+
+
+def run_name() -> str:
+    """``2025-01-31_12-00-00-123456_1a2b3c4d``, or the launcher's shared id (see module docstring)."""
+    shared = _shared_launcher_id()
+    if shared:
+        return shared
+    return f"{datetime.now():%Y-%m-%d_%H-%M-%S-%f}_{uuid.uuid4().hex[:8]}"
+
+
+def register_resolvers() -> None:
+    """Idempotent; ``run_name`` is cached so every use within one process gives the same name."""
+    if not OmegaConf.has_resolver("run_name"):
+        OmegaConf.register_new_resolver("run_name", run_name, use_cache=True)

@@ -1,0 +1,94 @@
+"""What every entry point does around its task: optional extras first, clean shutdown always."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .pylogger import RankedLogger
+
+log = RankedLogger(__name__, rank_zero_only=True)
+
+
+def task_wrapper(task: Callable[[DictConfig], tuple[dict[str, Any], dict[str, Any]]]):
+    """Run ``task(cfg)``; on failure log the output folder, and always close loggers (wandb) cleanly.
+
+    Closing matters in multiruns: a crashed job must not leave a wandb run open for the next one.
+    """
+
+    @functools.wraps(task)
+    def wrapped(cfg: DictConfig):
+        try:
+            return task(cfg)
+        except Exception:
+            log.exception("the task failed")
+            raise
+        finally:
+            output_dir = OmegaConf.select(cfg, "paths.output_dir", default=None)
+            if output_dir:
+                log.info(f"output dir: {output_dir}")
+            try:
+                import wandb
+
+                if wandb.run is not None:
+                    log.info("closing wandb")
+                    wandb.finish()
+            except ImportError:  # pragma: no cover - wandb is a dependency
+                pass
+
+    return wrapped
+
+
+def extras(cfg: DictConfig) -> None:
+    """Optional utilities before the task starts (all switched in ``configs/extras/``)."""
+    ex = cfg.get("extras")
+    if not ex:
+        return
+    if ex.get("ignore_warnings"):
+        log.info("ignoring python warnings (extras.ignore_warnings=true)")
+        warnings.filterwarnings("ignore")
+    if ex.get("enforce_tags") and not cfg.get("tags"):
+        raise ValueError("set `tags=[...]` for this run (extras.enforce_tags=true)")
+    if ex.get("print_config"):
+        print_config_tree(cfg, save_to=cfg.paths.output_dir if cfg.get("paths") else None)
+
+
+def print_config_tree(cfg: DictConfig, save_to: str | None = None, resolve: bool = False) -> None:
+    """Print the composed config as a rich tree (rank 0) and save it as ``config_tree.log``."""
+    from lightning_utilities.core.rank_zero import rank_zero_only
+
+    if getattr(rank_zero_only, "rank", 0) not in (0, None):
+        return
+    import rich.syntax
+    import rich.tree
+
+    first = ["data", "backbone", "model", "recipe", "trainer", "callbacks", "logger", "paths"]
+    order = [k for k in first if k in cfg] + [k for k in cfg if k not in first]
+    tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
+    for key in order:
+        branch = tree.add(str(key), style="dim", guide_style="dim")
+        value = cfg[key]
+        text = OmegaConf.to_yaml(value, resolve=resolve) if isinstance(value, DictConfig) else str(value)
+        branch.add(rich.syntax.Syntax(text, "yaml"))
+    rich.print(tree)
+    if save_to:
+        with open(Path(save_to) / "config_tree.log", "w") as handle:
+            rich.print(tree, file=handle)
+
+
+def get_metric_value(metric_dict: dict[str, Any], metric_name: str | None) -> float | None:
+    """The value a hyper-parameter sweep optimises (``optimized_metric``), or None."""
+    if not metric_name:
+        return None
+    if metric_name not in metric_dict:
+        raise KeyError(
+            f"metric {metric_name!r} was not logged; available: {sorted(metric_dict)} "
+            "(check `optimized_metric` in the hparams_search config)"
+        )
+    value = metric_dict[metric_name]
+    return float(value.item() if hasattr(value, "item") else value)

@@ -1,0 +1,112 @@
+"""Every training config composes (experiment glob smoke test), and the run-directory rules hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from interactdiffusion.config_path import config_dir
+from interactdiffusion.utils.resolvers import register_resolvers, run_name
+
+CONFIGS = Path(config_dir())
+register_resolvers()
+
+
+def _options(group: str) -> list[str]:
+    """Every config of a group, sub-folders included (``paper/interactdiffusion``)."""
+    return sorted(str(p.relative_to(CONFIGS / group).with_suffix("")) for p in (CONFIGS / group).rglob("*.yaml"))
+
+
+def _compose(overrides: list[str], hydra_cfg: bool = False):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=hydra_cfg)
+
+
+def _resolve(cfg) -> dict:
+    """Resolve everything except ${hydra:...} (no Hydra run is active in a compose)."""
+    cfg = cfg.copy()
+    cfg.paths.output_dir = "/tmp/out"
+    cfg.paths.work_dir = "/tmp"
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+# experiment/table/* are the paper-table rows of interactdiffusion-eval (configs/eval.yaml), not training runs.
+EXPERIMENTS = [e for e in _options("experiment") if not e.startswith("table/")]
+
+
+def test_the_paper_runs_and_every_ablation_have_an_experiment():
+    for name in ("paper/interactdiffusion", "paper/interactdiffusion_v1_1", "paper/gligen_star"):
+        assert name in EXPERIMENTS
+    models = {p.stem for p in (CONFIGS / "model").glob("ablation_*.yaml")}
+    assert {f"ablation/{m.removeprefix('ablation_')}" for m in models} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes(experiment):
+    cfg = _resolve(_compose([f"experiment={experiment}"]))
+    assert cfg["name"] != "default"
+    assert cfg["trainer"]["_target_"].endswith("Trainer")
+    assert cfg["data"]["_target_"].endswith("HICODataModule")
+    assert cfg["backbone"]["kind"] in ("tiny", "diffusers")
+
+
+def test_paper_v1_0_is_the_papers_recipe():
+    cfg = _resolve(_compose(["experiment=paper/interactdiffusion"]))
+    assert cfg["backbone"]["name"] == "sd14"
+    assert cfg["data"]["batch_size"] * cfg["trainer"]["devices"] * cfg["trainer"]["accumulate_grad_batches"] == 16
+    assert cfg["trainer"]["max_steps"] == 250_000 and cfg["trainer"]["precision"] == "16-mixed"
+    recipe = cfg["recipe"]
+    assert (recipe["lr"], recipe["weight_decay"], recipe["warmup_steps"]) == (5e-5, 0.0, 10_000)
+    assert (recipe["caption_drop_prob"], recipe["grounding_drop_prob"], recipe["ema_decay"]) == (0.5, 0.1, None)
+    v11 = _resolve(_compose(["experiment=paper/interactdiffusion_v1_1"]))
+    assert v11["backbone"]["name"] == "sd15"
+    assert v11["data"]["batch_size"] * v11["trainer"]["devices"] * v11["trainer"]["accumulate_grad_batches"] == 32
+    assert _resolve(_compose(["experiment=paper/gligen_star"]))["model"]["grounding"]["kind"] == "gligen"
+
+
+@pytest.mark.parametrize(
+    "group", ["trainer", "logger", "callbacks", "debug", "hparams_search"]
+)
+def test_every_option_of_the_groups_composes(group):
+    for option in _options(group):
+        _resolve(_compose([f"{group}={option}"]))
+
+
+def test_ddp_sim_is_two_cpu_processes_on_gloo():
+    trainer = _resolve(_compose(["trainer=ddp_sim"]))["trainer"]
+    assert trainer["accelerator"] == "cpu" and trainer["devices"] == 2
+    assert trainer["strategy"]["process_group_backend"] == "gloo"
+
+
+def test_slurm_launcher_follows_the_trainer():
+    cfg = _compose(["launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=3"], hydra_cfg=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 3)
+
+
+def test_run_directories_never_collide_and_are_shared_by_launcher_processes(monkeypatch):
+    for var in ("INTERACTDIFFUSION_RUN_NAME", "SLURM_NTASKS", "SLURM_JOB_ID", "WORLD_SIZE", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)
+    names = {run_name() for _ in range(200)}
+    assert len(names) == 200
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    assert run_name() == run_name() == "slurm-4242.0"
+    monkeypatch.delenv("SLURM_NTASKS")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc")
+    assert run_name() == "torchrun-abc"
+    cfg = _compose([], hydra_cfg=True)
+    assert "/train/default/runs/" in cfg.hydra.run.dir
+
+
+def test_optional_local_config_is_gitignored():
+    ignored = (CONFIGS.parent / ".gitignore").read_text()
+    assert "configs/local/default.yaml" in ignored
