@@ -1,0 +1,61 @@
+"""``interactdiffusion-eval``: one row of the paper's table (Hydra overrides on the command line).
+
+    interactdiffusion-eval backbone=sd14 weights=/weights/interact-diffusion-v1.pth eval=paper \\
+        data.annotations=/data/hico_20160224_det/anno_bbox.mat detector=qpic \\
+        detector.weights=/weights/qpic_resnet50_hico.pth row=interactdiffusion
+    interactdiffusion-eval eval=tiny                         # offline, seconds, meaningless numbers
+    interactdiffusion-eval ... eval.real_images=true row=real  # the detector on the real test images
+    torchrun --nproc-per-node 4 -m interactdiffusion.cli.eval ...   # generation over 4 GPUs
+
+Composes ``configs/eval.yaml`` and calls ``evaluation.run.run_evaluation``; see there for what a row
+writes and how it resumes. Bad settings print one message and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from ..config_path import config_dir
+from ..utils import RankedLogger, extras, get_metric_value, register_resolvers, task_wrapper
+
+register_resolvers()
+log = RankedLogger(__name__, rank_zero_only=True)
+
+EXIT_BAD_INPUT = 2
+
+
+@task_wrapper
+def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Evaluate the row; returns (logger metrics, {"results": results.json's dict (None off rank 0),
+    "error": the message of a bad setting or input, else None})."""
+    from ..evaluation.run import EvalError, log_to_loggers, run_evaluation
+
+    try:
+        results = run_evaluation(cfg)
+    except EvalError as error:  # the user's to fix: one message, no traceback
+        return {}, {"cfg": cfg, "results": None, "error": str(error)}
+    metrics = log_to_loggers(cfg, results) if results is not None else {}
+    return metrics, {"cfg": cfg, "results": results, "error": None}
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    extras(cfg)
+    metrics, objects = evaluate(cfg)
+    if objects["error"]:
+        print(f"interactdiffusion-eval: error: {objects['error']}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    return get_metric_value(metrics, cfg.get("optimized_metric")) if metrics else None
+
+
+def main() -> None:
+    """Console entry point (``interactdiffusion-eval key=value ...``)."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Layouts and their images: the test scenes of a row and the generation that draws them (resumable,
+one rank's share at a time)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+
+from ..data.records import ImageRecord
+from ..scene import Scene
+from ..vocab import HOIVocabulary
+from . import report
+from .image_io import chunks, save_png_atomic
+from .settings import EvalError, EvalSettings, absolute, plain
+from .sharding import Shard
+
+log = logging.getLogger("interactdiffusion.eval")
+
+GENERATION_RECORD = "generation.json"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One test image: its GT record and the scene to draw (boxes normalised by the original size)."""
+
+    record: ImageRecord
+    scene: Scene
+
+    @property
+    def image_name(self) -> str:
+        return f"{self.scene.id}.png"
+
+
+def make_layouts(records: Iterable[ImageRecord], vocab: HOIVocabulary, resolution: int, limit: int | None = None) -> list[Layout]:
+    """The layouts of the records with ≥ 1 visible pair, in order, the first ``limit`` of them."""
+    from ..data.layouts import layout_scene
+
+    out: list[Layout] = []
+    for record in records:
+        if limit is not None and len(out) >= limit:
+            break
+        scene = layout_scene(record, vocab, resolution)
+        if scene is not None:
+            out.append(Layout(record, scene))
+    ids = [layout.scene.id for layout in out]
+    if len(set(ids)) != len(ids):
+        raise EvalError("two test images map to the same scene id (file names that differ only in extension?)")
+    return out
+
+
+def load_test_annotations(data: DictConfig):
+    """The test split named by ``data.annotations`` (writing the synthetic data set first when asked)."""
+    from ..data.annotations import AnnotationError, load_annotations
+
+    synthetic = plain(data.get("synthetic"))
+    if synthetic:
+        from ..data.synthetic import ensure_synthetic_hicodet
+
+        options = dict(synthetic)
+        ensure_synthetic_hicodet(options.pop("root"), **options)
+    path = data.get("annotations")
+    if not path:
+        raise EvalError("data.annotations is not set (anno_bbox.mat, test_hico.json or instances_test2015.json)")
+    try:
+        return load_annotations(
+            path, split="test", vocabulary=data.get("vocabulary"), image_dir=data.get("image_dir"),
+            cache_dir=data.get("cache_dir") or None,
+        )
+    except FileNotFoundError as error:
+        raise EvalError(f"{error} (set data.annotations=PATH)") from None
+    except AnnotationError as error:
+        raise EvalError(str(error)) from None
+
+
+# -- generation ------------------------------------------------------------------------------------------
+def build_pipeline(backbone_cfg: DictConfig | dict, model_cfg: DictConfig | dict | None, weights: str | None,
+                   settings: EvalSettings):
+    """The generation pipeline for a backbone config + weights, on ``settings.device``."""
+    from ..models.backbone import BackboneError, build_backbone
+    from ..models.checkpoints import CheckpointError
+    from ..pipeline import load_pipeline, make_scheduler
+
+    spec = dict(plain(backbone_cfg))
+    grounding = dict((plain(model_cfg) or {}).get("grounding") or {}) or None
+
+    def backbone():
+        return build_backbone(**spec, grounding=grounding)
+
+    try:
+        pipe, what = load_pipeline(backbone, weights, scheduler="plms", precision=settings.precision,
+                                   device=settings.device)
+    except (BackboneError, CheckpointError, FileNotFoundError) as error:
+        raise EvalError(str(error)) from None
+    try:
+        pipe.scheduler = make_scheduler(settings.scheduler, dict(pipe.scheduler.config), **settings.scheduler_kwargs)
+    except ValueError as error:
+        raise EvalError(f"eval.scheduler: {error}") from None
+    pipe.set_progress_bar_config(disable=True)
+    log.info(f"loaded {what}; scheduler {type(pipe.scheduler).__name__}, {settings.precision} on {settings.device}")
+    return pipe
+
+
+def generate_images(pipe, scenes: Sequence[Scene], settings: EvalSettings,
+                    on_batch: Callable[[Sequence[Scene], list[Image.Image]], None] | None = None) -> list[Image.Image]:
+    """Images of ``scenes`` at ``resolution``² with the evaluation protocol; every phrase is embedded once
+    first, so nothing depends on how scenes are batched. ``on_batch`` (e.g. saving) sees each batch;
+    the images are returned only when it is not given (long runs keep nothing in memory)."""
+    size = settings.resolution
+    phrases = sorted({p for s in scenes for i in s.interactions for p in (i.subject, i.action, i.object)})
+    if phrases:
+        pipe.encode_phrases(phrases)
+    kept: list[Image.Image] = []
+    for batch in chunks(list(scenes), settings.batch_size):
+        batch = [s if (s.width, s.height) == (size, size) else replace(s, width=size, height=size) for s in batch]
+        images = pipe(
+            batch,
+            height=size,
+            width=size,
+            num_inference_steps=settings.steps,
+            guidance_scale=settings.guidance_scale,
+            interactdiffusion_scheduled_sampling_beta=settings.beta,
+            negative_prompt=settings.negative_prompt,
+            seed=settings.seed,
+        ).images
+        if on_batch is not None:
+            on_batch(batch, images)
+        else:
+            kept.extend(images)
+    return kept
+
+
+def _check_generation_record(images_dir: Path, record: dict[str, Any], mine: Sequence[Layout], shard: Shard,
+                             overwrite: bool) -> None:
+    """Images already there must come from the same settings; with ``overwrite`` stale ones are deleted
+    (each rank deletes only its own share, so ranks never race)."""
+    path = images_dir / GENERATION_RECORD
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        old = {}
+    changed = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+    if not changed:
+        return
+    detail = "; ".join(f"{k}: {old.get(k)!r} there, {record.get(k)!r} now" for k in changed[:4])
+    if not overwrite:
+        raise EvalError(
+            f"{images_dir} holds images made with other settings ({detail}); use another row / output_dir, "
+            "or eval.overwrite=true to delete them and generate again"
+        )
+    removed = 0
+    for layout in mine:
+        image = images_dir / layout.image_name
+        if image.exists():
+            image.unlink()
+            removed += 1
+    log.warning(f"eval.overwrite=true: deleted {removed} images made with other settings ({detail})")
+
+
+def generate_row_images(
+    cfg: DictConfig, layouts: Sequence[Layout], images_dir: Path, settings: EvalSettings, shard: Shard,
+    record: dict[str, Any],
+) -> int:
+    """This rank's missing images, written one by one; returns how many were generated."""
+    mine = shard.take(layouts)
+    _check_generation_record(images_dir, record, mine, shard, settings.overwrite)
+    images_dir.mkdir(parents=True, exist_ok=True)
+    if shard.is_main:
+        report.write_json_atomic(images_dir / GENERATION_RECORD, record)
+    todo = [layout for layout in mine if not (images_dir / layout.image_name).is_file()]
+    prefix = f"[rank {shard.rank}/{shard.world_size}] " if shard.distributed else ""
+    log.info(f"{prefix}{len(mine) - len(todo)} of {len(mine)} images already in {images_dir}; generating {len(todo)}")
+    if not todo:
+        return 0
+    pipe = build_pipeline(cfg.backbone, cfg.get("model"), absolute(cfg.get("weights")), settings)
+    started = time.perf_counter()
+    done = 0
+    report_every = max(1, len(todo) // 20)
+
+    def save(batch: Sequence[Scene], images: list[Image.Image]) -> None:
+        nonlocal done
+        for scene, image in zip(batch, images):
+            save_png_atomic(image, images_dir / f"{scene.id}.png")
+        before, done = done, done + len(batch)
+        if done // report_every != before // report_every or done == len(todo):
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            eta = (len(todo) - done) / rate if rate > 0 else float("nan")
+            log.info(f"{prefix}generated {done}/{len(todo)} ({rate:.2f} images/s, eta {eta / 60:.1f} min)")
+
+    generate_images(pipe, [layout.scene for layout in todo], settings, on_batch=save)
+    del pipe
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return done
