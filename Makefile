@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv install demo test test-full lint bench clean
+.PHONY: venv install demo test test-full lint bench clean reproduce-table
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,3 +32,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) logs .pytest_cache
+
+# The paper's table (REFERENCE §5): `make reproduce-table DRY_RUN=1` checks inputs and prints the plan;
+# PROFILE=tiny runs the whole machinery offline; LAUNCHER=slurm submits rows; ROWS=sd14,real picks rows;
+# WEIGHTS="interactdiffusion_ours=/path/adapter.safetensors" adds our own trained adapter.
+reproduce-table: $(STAMP)
+	$(PY) -m interactdiffusion.cli.reproduce --profile $(or $(PROFILE),paper) $(if $(DRY_RUN),--dry-run) \
+		$(if $(ROWS),--rows $(ROWS)) $(if $(LAUNCHER),--launcher $(LAUNCHER)) \
+		$(foreach w,$(WEIGHTS),--weights $(w)) $(ARGS)

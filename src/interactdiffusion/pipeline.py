@@ -652,13 +652,15 @@ def _load_grounded_unet(folder: Path, variant: str | None, grounding: dict[str, 
         grounding = json.loads((folder / GROUNDING_CONFIG_NAME).read_text(encoding="utf-8"))
     config = UNet2DConditionModel.load_config(folder)
     config = {k: v for k, v in config.items() if not k.startswith("_")}
-    unet = build_grounded_unet(config, grounding)
     infix = f".{variant}" if variant else ""
     candidates = [folder / f"diffusion_pytorch_model{infix}.safetensors", folder / f"diffusion_pytorch_model{infix}.bin"]
     weights = next((p for p in candidates if p.is_file()), None)
     if weights is None:
         raise FileNotFoundError(f"no UNet weights in {folder}: expected {candidates[0].name} (or .bin)")
     state = load_state_file(weights)
+    if grounding is None and checkpoints.is_gligen_adapter(state):
+        grounding = {"kind": "gligen"}  # diffusers' GLIGEN release: text-box position_net, no action token
+    unet = build_grounded_unet(config, grounding)
     missing, unexpected = unet.load_state_dict(state, strict=False)
     if missing or unexpected:
         adapter_missing = [k for k in missing if is_adapter_key(k)]

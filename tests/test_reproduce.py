@@ -1,0 +1,112 @@
+"""`make reproduce-table`: rows compose, the dry run names every missing input, the aggregation has every column."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from interactdiffusion.cli.reproduce import DEFAULT_ROWS, compose_row, main
+from interactdiffusion.reproduce.aggregate import aggregate
+from interactdiffusion.reproduce.paper_numbers import ROW_ORDER
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("row", ROW_ORDER)
+def test_every_table_row_composes_as_an_eval_run(row, tmp_path):
+    cfg = compose_row(row, [f"paths.data_dir={tmp_path}/data", f"paths.weights_dir={tmp_path}/w"])
+    assert cfg["row"] == row
+    assert cfg["eval"]["steps"] == 50 and cfg["eval"]["guidance_scale"] == 7.5 and cfg["eval"]["seed"] == 489
+    assert cfg["eval"]["scheduler"] == "plms" and cfg["eval"]["resolution"] == 512
+    assert cfg["eval"]["real_images"] == (row == "real")
+    if row in ("gligen", "gligen_star"):
+        assert cfg["model"]["grounding"]["kind"] == "gligen"
+    if row == "sd14":
+        assert cfg["weights"] is None and cfg["backbone"]["name"] == "sd14"
+
+
+def test_dry_run_lists_every_missing_input_with_its_path(tmp_path, capsys):
+    data, weights = tmp_path / "data", tmp_path / "w"
+    assert main(["--dry-run", f"paths.data_dir={data}", f"paths.weights_dir={weights}"]) == 0
+    out = capsys.readouterr().out
+    expected = [
+        data / "hico_20160224_det" / "anno_bbox.mat",
+        data / "hico_20160224_det" / "images" / "test2015",
+        weights / "stable-diffusion-v1-4",
+        weights / "gligen-1-4-generation-text-box",
+        weights / "gligen_star" / "adapter.safetensors",
+        weights / "interact-diffusion-v1.pth",
+        weights / "qpic_resnet50_hico.pth",
+        weights / "weights-inception-2015-12-05-6726825d.pth",
+    ]
+    for path in expected:
+        line = next((l for l in out.splitlines() if str(path) in l), None)
+        assert line is not None and "MISSING" in line, path
+    assert "0 present, 8 missing." in out
+    assert out.count("interactdiffusion.cli.eval experiment=table/") == len(DEFAULT_ROWS)
+    # 4 generating rows x 9,546 layouts (the annotations are not here to count them)
+    assert "about 38,184" in out
+
+
+def test_present_inputs_are_reported_present(tmp_path, capsys):
+    weights = tmp_path / "w"
+    (weights / "stable-diffusion-v1-4").mkdir(parents=True)
+    (weights / "qpic_resnet50_hico.pth").write_bytes(b"x")
+    main(["--dry-run", "--rows", "sd14", f"paths.data_dir={tmp_path}/d", f"paths.weights_dir={weights}"])
+    out = capsys.readouterr().out
+    assert "[present] backbone sd14" in out and "[present] detector qpic weights" in out
+    assert "2 present, 3 missing." in out
+
+
+def _fake_row(root: Path, row: str, meaningful: bool = True) -> None:
+    split = {"full": 10.0, "rare": 5.0, "non_rare": 12.0}
+    result = {
+        "row": row, "label": None, "backbone": "sd14", "weights": None,
+        "detector": {"name": "qpic", "weights": "/w/qpic.pth"}, "metrics_extractor": "inception",
+        "num_layouts": 3, "num_images": 3, "resolution": 512, "fid": 20.0, "kid_mean": 0.01, "kid_std": 0.001,
+        "map": {p: {"default": split, "known_object": split} for p in ("official", "fgahoi")},
+        "wall_time_s": {"generate": 1.0, "detect": 1.0, "metrics": 1.0, "total": 180.0}, "device": "cpu",
+        "settings": {}, "meaningful": meaningful,
+    }
+    (root / row).mkdir(parents=True)
+    (root / row / "results.json").write_text(json.dumps(result))
+
+
+def test_aggregation_has_every_column_of_the_paper_plus_non_rare(tmp_path):
+    for row in ("real", "sd14", "interactdiffusion"):
+        _fake_row(tmp_path / "rows", row)
+    md, js = aggregate(tmp_path / "rows", tmp_path / "out", command="make reproduce-table")
+    text = md.read_text()
+    for column in ("FID", "KID", "Default Full (qpic)", "Default Rare (qpic)", "Default Non-Rare (qpic)",
+                   "Known Object Full (qpic)", "Known Object Rare (qpic)", "Known Object Non-Rare (qpic)",
+                   "paper Default Full/Rare (FGAHOI)", "wall time", "device"):
+        assert column in text
+    assert "not comparable" in text and "meaningless" not in text
+    assert "29.53/23.02" in text  # the paper's InteractDiffusion Swin-T Default Full/Rare
+    rows = [r["row"] for r in json.loads(js.read_text())["rows"]]
+    assert rows == ["sd14", "interactdiffusion", "real"]  # the paper's order
+
+
+def test_aggregation_says_when_numbers_are_meaningless(tmp_path):
+    _fake_row(tmp_path / "rows", "sd14", meaningful=False)
+    md, _ = aggregate(tmp_path / "rows", tmp_path / "out")
+    assert "meaningless" in md.read_text()
+
+
+@pytest.mark.slow
+def test_tiny_profile_runs_the_whole_table_through_make(tmp_path):
+    env = {**os.environ, "INTERACTDIFFUSION_TINY_DIR": str(tmp_path / "work")}
+    out = tmp_path / "table"
+    subprocess.run(
+        ["make", "reproduce-table", "PROFILE=tiny", "ROWS=sd14,gligen,gligen_star,interactdiffusion,"
+         "interactdiffusion_ours,real", f"ARGS=--out {out}"],
+        cwd=REPO, env=env, check=True,
+    )
+    data = json.loads((out / "results.json").read_text())
+    assert [r["row"] for r in data["rows"]] == ROW_ORDER
+    assert all(not r["meaningful"] for r in data["rows"])
+    assert "meaningless" in (out / "results.md").read_text()
