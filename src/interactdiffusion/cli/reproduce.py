@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.dry_run:
             prepare_tiny_inputs(work, rows)
         overrides = [*overrides, *tiny_row_overrides(work)]
-    out_dir = Path(args.out or (REPO_ROOT / "experiments" / ("paper-table-tiny" if tiny else "paper-table")))
+    out_dir = Path(args.out) if args.out else (work / "table" if tiny else REPO_ROOT / "experiments" / "paper-table")
 
     configs = {}
     for row in rows:
