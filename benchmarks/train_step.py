@@ -165,15 +165,16 @@ def main() -> None:
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
             r = results[-1]
             print(f"{r['backbone']:>5} {r['input']:>12}: {r['samples_per_s']:8.2f} samples/s  "
-                  f"step {r['step_s']:7.2f} s  step peak {r['step_peak_gib']:6.2f} GiB  "
+                  f"step {r['step_s']:7.2f} s  step peak {r['step_peak_gib'] * 1024:7.0f} MiB  "
                   f"process peak {r['peak_gib']:6.2f} GiB  (built in {r['build_s']:.1f} s)", flush=True)
     print(f"\nbatch {args.batch}, median of {args.steps} steps after one warm-up, torch threads {torch.get_num_threads()}")
     for backbone in args.backbones:
         img = next(r for r in results if r["backbone"] == backbone and r["input"] == "images")
         lat = next(r for r in results if r["backbone"] == backbone and r["input"] == "latent cache")
+        memory = (f"step peak memory {lat['step_peak_gib'] / img['step_peak_gib']:.2f}x"
+                  if img["step_peak_gib"] > 0.05 else "step peak memory too small to compare")
         print(f"{backbone}: latent cache / images: {lat['samples_per_s'] / img['samples_per_s']:.2f}x samples/s, "
-              f"step peak memory {lat['step_peak_gib'] / max(img['step_peak_gib'], 1e-9):.2f}x "
-              f"({img['trainable']:,} trainable parameters)")
+              f"{memory} ({img['trainable']:,} trainable parameters)")
     if len(args.backbones) == 2:
         tiny = next(r for r in results if r["backbone"] == "tiny" and r["input"] == "images")
         sd1 = next(r for r in results if r["backbone"] == "sd1" and r["input"] == "images")

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 
-import pytest
 import torch
 from train_helpers import FAST, REPO, paths, run_cli, run_cli_subprocess, run_dirs
 
 
-@pytest.mark.slow
 def test_ddp_sim_gradients_equal_single_process(tmp_path):
     shared = tmp_path / "shared"
     single, ddp = tmp_path / "single.pt", tmp_path / "ddp.pt"

@@ -12,6 +12,8 @@ import functools
 import gzip
 import hashlib
 import json
+import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,6 +212,11 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, (chr(c) for c in chars)))
 
 
+def _ensure_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @functools.lru_cache(maxsize=1)
 def clip_tokenizer_files() -> Path:
     """Write CLIP's BPE vocabulary (shipped inside open_clip) as the ``vocab.json``/``merges.txt`` pair.
@@ -220,14 +227,23 @@ def clip_tokenizer_files() -> Path:
     import open_clip
 
     bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    root = Path(os.environ.get("INTERACTDIFFUSION_CACHE_DIR", Path.home() / ".cache" / "interactdiffusion"))
+    out = root / f"clip-bpe-{hashlib.sha1(bpe.read_bytes()).hexdigest()[:12]}"
+    if (out / "vocab.json").is_file() and (out / "merges.txt").is_file():
+        return out
     lines = gzip.open(bpe).read().decode("utf-8").split("\n")
     merges = lines[1 : 49152 - 256 - 2 + 1]
     base = list(_bytes_to_unicode().values())
     vocab = base + [v + "</w>" for v in base] + ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
-    out = Path(tempfile.mkdtemp(prefix="interactdiffusion-clip-bpe-"))
-    (out / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}), encoding="utf-8")
-    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    # Written beside and renamed, so processes starting together never read a half-written file.
+    staging = Path(tempfile.mkdtemp(prefix="clip-bpe-", dir=_ensure_dir(root)))
+    (staging / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}), encoding="utf-8")
+    (staging / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    try:
+        staging.rename(out)
+    except OSError:  # another process won the race: its copy is identical
+        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
