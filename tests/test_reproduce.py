@@ -44,7 +44,7 @@ def test_dry_run_lists_every_missing_input_with_its_path(tmp_path, capsys):
         weights / "weights-inception-2015-12-05-6726825d.pth",
     ]
     for path in expected:
-        line = next((l for l in out.splitlines() if str(path) in l), None)
+        line = next((text for text in out.splitlines() if str(path) in text), None)
         assert line is not None and "MISSING" in line, path
     assert "0 present, 8 missing." in out
     assert out.count("interactdiffusion.cli.eval experiment=table/") == len(DEFAULT_ROWS)
