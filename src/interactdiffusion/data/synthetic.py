@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..vocab import RARE_THRESHOLD, HOIVocabulary
+from .folder import HICODETFolder
 from .records import ImageRecord, PairRecord
 from .writers import (
     group_pairs_by_hoi,
@@ -66,46 +67,13 @@ def synthetic_vocabulary() -> HOIVocabulary:
 
 
 @dataclass
-class SyntheticHICODET:
+class SyntheticHICODET(HICODETFolder):
     """Where ``write_synthetic_hicodet`` put everything, and what it wrote."""
 
-    root: Path
     vocab: HOIVocabulary
     train_records: list[ImageRecord]
     test_records: list[ImageRecord]
     invisible: dict[str, list[int]] = field(default_factory=dict)
-
-    @property
-    def anno_bbox_mat(self) -> Path:
-        return self.root / "anno_bbox.mat"
-
-    @property
-    def trainval_hico(self) -> Path:
-        return self.root / "annotations" / "trainval_hico.json"
-
-    @property
-    def test_hico(self) -> Path:
-        return self.root / "annotations" / "test_hico.json"
-
-    @property
-    def instances_train(self) -> Path:
-        return self.root / "instances_train2015.json"
-
-    @property
-    def instances_test(self) -> Path:
-        return self.root / "instances_test2015.json"
-
-    @property
-    def vocabulary_json(self) -> Path:
-        return self.root / "hoi_vocabulary.json"
-
-    @property
-    def train_image_dir(self) -> Path:
-        return self.root / "images" / "train2015"
-
-    @property
-    def test_image_dir(self) -> Path:
-        return self.root / "images" / "test2015"
 
 
 def _size_ranges(image_size: SizeSpec) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.folder import SPLIT_DIRS, HICODETFolder
 from ..data.records import ImageRecord, PairRecord
 from ..data.writers import write_anno_bbox_mat, write_instances_json
 from ..vocab import HOIVocabulary
@@ -40,7 +41,6 @@ from .world import ShapesWorld, WorldConfig
 
 MARKER = "hoi_shapes.json"
 FORMAT_VERSION = 1
-SPLIT_DIRS = {"train": "train2015", "test": "test2015"}
 # scipy stamps the creation time into the .mat header; a fixed text keeps the file a function of the seed.
 MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, HOI-Shapes (deterministic header)"
 
@@ -119,33 +119,13 @@ def normalize_mat_header(path: Path) -> None:
 
 
 @dataclass
-class ShapesDataset:
+class ShapesDataset(HICODETFolder):
     """What :func:`write_hoi_shapes` wrote."""
 
-    root: Path
     vocab: HOIVocabulary
     train_records: list[ImageRecord]
     test_records: list[ImageRecord]
     stats: dict
-
-    @property
-    def anno_bbox_mat(self) -> Path:
-        return self.root / "anno_bbox.mat"
-
-    @property
-    def instances_train(self) -> Path:
-        return self.root / "instances_train2015.json"
-
-    @property
-    def instances_test(self) -> Path:
-        return self.root / "instances_test2015.json"
-
-    @property
-    def vocabulary_json(self) -> Path:
-        return self.root / "hoi_vocabulary.json"
-
-    def image_dir(self, split: str) -> Path:
-        return self.root / "images" / SPLIT_DIRS[split]
 
 
 def dataset_stats(vocab: HOIVocabulary, train: list[ImageRecord], test: list[ImageRecord]) -> dict:
