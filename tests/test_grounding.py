@@ -146,3 +146,14 @@ def test_gligen_grounding_has_gligen_keys_and_interleaves_entities():
     single = g(boxes=x["subject_boxes"][:, :1], masks=x["masks"][:, :1],
                positive_embeddings=x["subject_positive_embeddings"][:, :1])
     assert torch.allclose(out[:, :1], single, atol=1e-6)
+
+
+def test_config_rebuilds_the_same_module():
+    from interactdiffusion.models.grounding import build_grounding
+
+    for module in (InteractionTokenizer(positive_len=32, out_dim=32, hidden_dim=16, use_role_embedding=False,
+                                        action_box="union"), GLIGENGrounding(positive_len=32, out_dim=32, hidden_dim=16)):
+        config = dict(module.config)
+        rebuilt = build_grounding(config.pop("kind"), **config)
+        assert type(rebuilt) is type(module) and rebuilt.config == module.config
+        assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in module.state_dict().items()}

@@ -142,26 +142,8 @@ def make_scheduler(
 
 def grounding_config_of(module: torch.nn.Module) -> dict[str, Any]:
     """The constructor arguments of a ``position_net`` (written next to the UNet by ``save_pretrained``)."""
-    if isinstance(module, InteractionTokenizer):
-        return {
-            "kind": "interactdiffusion",
-            "positive_len": module.positive_len,
-            "out_dim": module.out_dim,
-            "hidden_dim": module.linears[0].out_features,
-            "max_interactions": module.max_interactions,
-            "use_instance_embedding": module.interaction_embedding is not None,
-            "use_role_embedding": module.position_embedding is not None,
-            "use_action_tokens": module.use_action_tokens,
-            "action_box": module.action_box,
-        }
-    if isinstance(module, GLIGENGrounding):
-        return {
-            "kind": "gligen",
-            "positive_len": module.positive_len,
-            "out_dim": module.out_dim,
-            "hidden_dim": module.linears[0].out_features,
-            "max_interactions": module.max_interactions,
-        }
+    if isinstance(module, (InteractionTokenizer, GLIGENGrounding)):
+        return dict(module.config)
     raise TypeError(f"the UNet's position_net is a {type(module).__name__}, not one of this project's modules")
 
 

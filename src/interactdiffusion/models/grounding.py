@@ -82,6 +82,13 @@ class InteractionTokenizer(nn.Module):
         super().__init__()
         if action_box not in ACTION_BOXES:
             raise ValueError(f"action_box must be one of {sorted(ACTION_BOXES)}, got {action_box!r}")
+        # The constructor arguments: saved beside the weights so a folder rebuilds exactly this module.
+        self.config = {
+            "kind": "interactdiffusion", "positive_len": positive_len, "out_dim": out_dim, "hidden_dim": hidden_dim,
+            "max_interactions": max_interactions, "use_instance_embedding": use_instance_embedding,
+            "use_role_embedding": use_role_embedding, "use_action_tokens": use_action_tokens,
+            "action_box": action_box,
+        }
         self.positive_len = positive_len
         self.out_dim = out_dim
         self.max_interactions = max_interactions
@@ -166,6 +173,8 @@ class GLIGENGrounding(nn.Module):
 
     def __init__(self, positive_len: int = 768, out_dim: int = 768, hidden_dim: int = 512, max_interactions: int = 30):
         super().__init__()
+        self.config = {"kind": "gligen", "positive_len": positive_len, "out_dim": out_dim, "hidden_dim": hidden_dim,
+                       "max_interactions": max_interactions}
         self.positive_len = positive_len
         self.out_dim = out_dim
         self.max_interactions = max_interactions
