@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from ..config_path import config_dir
+from ..resume import settings_difference
 from ..scene import Scene, SceneError, read_scenes
 
 log = logging.getLogger("interactdiffusion.generate")
@@ -257,9 +258,8 @@ def plan_resume(
         if sid not in by_id:
             continue
         old = record.get("settings", {})
-        changed = sorted(k for k in set(old) | set(wanted) if old.get(k) != wanted.get(k))
-        if changed:
-            detail = "; ".join(f"{k}: {old.get(k)!r} there, {wanted.get(k)!r} now" for k in changed[:4])
+        detail = settings_difference(old, wanted)
+        if detail is not None:
             raise InputError(
                 f"{output_dir} holds images made with other settings ({detail}); "
                 "use a new output_dir or the same settings to resume"

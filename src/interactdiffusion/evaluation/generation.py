@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from ..data.records import ImageRecord
+from ..resume import settings_difference
 from ..scene import Scene
 from ..vocab import HOIVocabulary
 from . import report
@@ -149,10 +150,9 @@ def _check_generation_record(images_dir: Path, record: dict[str, Any], mine: Seq
         old = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         old = {}
-    changed = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
-    if not changed:
+    detail = settings_difference(old, record)
+    if detail is None:
         return
-    detail = "; ".join(f"{k}: {old.get(k)!r} there, {record.get(k)!r} now" for k in changed[:4])
     if not overwrite:
         raise EvalError(
             f"{images_dir} holds images made with other settings ({detail}); use another row / output_dir, "

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..resume import settings_difference
 from .sharding import Shard
 
 log = logging.getLogger("interactdiffusion.eval")
@@ -218,9 +219,8 @@ def finished_row(results_path: Path, wanted: dict[str, Any]) -> dict[str, Any] |
         log.warning(f"{results_path} is unreadable: evaluating the row again")
         return None
     old = existing.get("settings", {})
-    changed = sorted(k for k in set(old) | set(wanted) if old.get(k) != wanted.get(k))
-    if changed:
-        detail = "; ".join(f"{k}: {old.get(k)!r} there, {wanted.get(k)!r} now" for k in changed[:4])
+    detail = settings_difference(old, wanted)
+    if detail is not None:
         raise EvalError(
             f"{results_path} holds results made with other settings ({detail}); use another row / output_dir, "
             "or eval.overwrite=true to evaluate again"
