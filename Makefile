@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv install demo test test-full lint bench clean reproduce-table
+.PHONY: venv install demo test test-full lint bench clean reproduce-table toy-backbone reproduce-table-toy
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,3 +40,12 @@ reproduce-table: $(STAMP)
 	$(PY) -m interactdiffusion.cli.reproduce --profile $(or $(PROFILE),paper) $(if $(DRY_RUN),--dry-run) \
 		$(if $(ROWS),--rows $(ROWS)) $(if $(LAUNCHER),--launcher $(LAUNCHER)) \
 		$(foreach w,$(WEIGHTS),--weights $(w)) $(ARGS)
+
+# HOI-Shapes (experiments/hoi-shapes/README.md): re-train the caption-only backbone (~25 min on 2 cores)
+# into experiments/hoi-shapes/backbone, or reproduce the comparison on the committed backbone:
+# SEEDS=3 training seeds, JOBS subprocesses at a time; writes experiments/hoi-shapes/results.md.
+toy-backbone: $(STAMP)
+	$(PY) -m interactdiffusion.cli.toy backbone $(ARGS)
+
+reproduce-table-toy: $(STAMP)
+	$(PY) -m interactdiffusion.cli.toy table --seeds $(or $(SEEDS),1) --jobs $(or $(JOBS),2) $(ARGS)

@@ -35,8 +35,8 @@ def _resolve(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-# experiment/table/* are the paper-table rows of interactdiffusion-eval (configs/eval.yaml), not training runs.
-EXPERIMENTS = [e for e in _options("experiment") if not e.startswith("table/")]
+# experiment/table/* and table_shapes/* are table rows of interactdiffusion-eval (configs/eval.yaml), not training runs.
+EXPERIMENTS = [e for e in _options("experiment") if not e.startswith(("table/", "table_shapes/"))]
 
 
 def test_the_paper_runs_and_every_ablation_have_an_experiment():
@@ -51,7 +51,7 @@ def test_every_experiment_composes(experiment):
     cfg = _resolve(_compose([f"experiment={experiment}"]))
     assert cfg["name"] != "default"
     assert cfg["trainer"]["_target_"].endswith("Trainer")
-    assert cfg["data"]["_target_"].endswith("HICODataModule")
+    assert cfg["data"]["_target_"].endswith(("HICODataModule", "HOIShapesDataModule"))
     assert cfg["backbone"]["kind"] in ("tiny", "diffusers")
 
 

@@ -73,7 +73,8 @@ def test_trainable_set_is_fusers_and_position_net_and_optimizer_holds_only_them(
 
 
 def test_hyperparameters_hold_configs_not_the_backbone(module):
-    assert set(module.hparams) == {"backbone", "model", "recipe"}
+    assert set(module.hparams) == {"backbone", "model", "recipe", "trainable"}
+    assert module.hparams.trainable == "adapter"
     assert module.hparams.backbone["kind"] == "tiny"
     assert not any(isinstance(v, torch.nn.Module) for v in module.hparams.values())
 

@@ -50,6 +50,7 @@ from .conditioning import PhraseIndex, grounding_kwargs, null_grounding_kwargs, 
 from .models import checkpoints
 from .models.backbone import Backbone, PhraseEncoder, load_state_file
 from .models.grounding import GLIGENGrounding, InteractionTokenizer
+from .models.space_to_depth import downscale_factor, load_autoencoder
 from .models.unet import (
     build_grounded_unet,
     fusers,
@@ -180,7 +181,7 @@ class InteractDiffusionPipeline(DiffusionPipeline):
         if not callable(getattr(unet, "position_net", None)):
             raise TypeError("the UNet has no position_net: build it with models.unet.build_grounded_unet")
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.vae_scale_factor = downscale_factor(self.vae)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self.phrase_encoder = PhraseEncoder(text_encoder, tokenizer)
         self.phrase_index = PhraseIndex()
@@ -246,8 +247,8 @@ class InteractDiffusionPipeline(DiffusionPipeline):
         _require(folder / "vae" / "config.json", "the VAE")
         _require(folder / "text_encoder" / "config.json", "the text encoder")
         _require(folder / "tokenizer", "the tokenizer")
-        vae = AutoencoderKL.from_pretrained(folder / "vae", **part_kwargs)
-        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", **part_kwargs)
+        vae = load_autoencoder(folder / "vae", **{k: v for k, v in part_kwargs.items() if k != "local_files_only"})
+        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32, **part_kwargs)
         tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
         scheduler_file = folder / "scheduler" / "scheduler_config.json"
         _require(scheduler_file, "the scheduler")

@@ -69,8 +69,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")  # plain containers: checkpoints stay weights_only
 
     run_config = OmegaConf.to_container(cfg, resolve=True)
-    log.info(f"building the model: backbone={cfg.backbone.name} grounding={cfg.model.grounding.kind}")
-    module = InteractDiffusionModule(backbone=cfg.backbone, model=cfg.model, recipe=cfg.recipe, run_config=run_config)
+    trainable = cfg.get("trainable", "adapter")
+    log.info(f"building the model: backbone={cfg.backbone.name} grounding={cfg.model.grounding.kind} trains the {trainable}")
+    module = InteractDiffusionModule(
+        backbone=cfg.backbone, model=cfg.model, recipe=cfg.recipe, run_config=run_config, trainable=trainable
+    )
 
     order = cfg.get("data_order") or {}
     if order.get("resumable", True):

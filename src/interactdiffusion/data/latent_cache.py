@@ -98,10 +98,12 @@ def build_latent_cache(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
 
-    device = torch.device(device) if device is not None else next(vae.parameters()).device
-    vae_dtype = next(vae.parameters()).dtype
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
-    channels = int(vae.config.latent_channels)
+    from ..models.space_to_depth import downscale_factor, latent_channels
+
+    device = torch.device(device) if device is not None else vae.device
+    vae_dtype = vae.dtype
+    factor = downscale_factor(vae)
+    channels = latent_channels(vae)
     side = dataset.resolution // factor
     shape = (len(records), 2, channels, side, side)
     np_dtype = np.dtype(dtype)

@@ -25,7 +25,8 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from .unet import build_grounded_unet, freeze_all_but_adapter, is_adapter_key
+from .space_to_depth import build_autoencoder, downscale_factor, load_autoencoder
+from .unet import build_grounded_unet, freeze_all_but_adapter, is_adapter_key, set_fusers_enabled
 
 # The training noise schedule of Stable Diffusion 1.x (REFERENCE §2).
 SD_SCHEDULER_CONFIG: dict[str, Any] = {
@@ -64,7 +65,7 @@ class Backbone:
     """The frozen parts plus the grounded UNet (whose fusers and ``position_net`` are trainable)."""
 
     unet: UNet2DConditionModel
-    vae: AutoencoderKL
+    vae: AutoencoderKL  # or a SpaceToDepthAutoencoder (same interface)
     text_encoder: CLIPTextModel
     tokenizer: CLIPTokenizer
     scheduler: Any
@@ -72,7 +73,7 @@ class Backbone:
     vae_scale_factor: int = field(init=False)
 
     def __post_init__(self):
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.vae_scale_factor = downscale_factor(self.vae)
 
     @property
     def latent_scaling(self) -> float:
@@ -84,6 +85,18 @@ class Backbone:
             module.requires_grad_(False)
             module.eval()
         return freeze_all_but_adapter(self.unet)
+
+    def unfreeze_unet(self) -> int:
+        """Pre-training the backbone itself: the UNet trains, its adapter is frozen and switched off."""
+        for module in (self.vae, self.text_encoder):
+            module.requires_grad_(False)
+            module.eval()
+        set_fusers_enabled(self.unet, False)
+        count = 0
+        for name, param in self.unet.named_parameters():
+            param.requires_grad_(not is_adapter_key(name))
+            count += param.numel() if param.requires_grad else 0
+        return count
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> Backbone:
         for module in (self.unet, self.vae, self.text_encoder):
@@ -99,6 +112,11 @@ def _weights_file(folder: Path, part: str) -> Path | None:
     return None
 
 
+def _is_weightless_vae(folder: Path) -> bool:
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    return config.get("_class_name") == "SpaceToDepthAutoencoder"
+
+
 def check_backbone_folder(path: str | Path) -> Path:
     """Raise ``BackboneError`` naming every missing part; return the folder when complete."""
     folder = Path(path).expanduser()
@@ -108,6 +126,8 @@ def check_backbone_folder(path: str | Path) -> Path:
     for part in ("unet", "vae", "text_encoder"):
         if not (folder / part / "config.json").is_file():
             missing.append(f"{part}/config.json")
+        elif part == "vae" and _is_weightless_vae(folder / part):
+            continue
         if _weights_file(folder, part) is None:
             missing.append(f"{part}/{_WEIGHT_FILES[part][0]}")
     has_slow = all((folder / "tokenizer" / f).is_file() for f in ("vocab.json", "merges.txt"))
@@ -154,8 +174,9 @@ def load_diffusers_backbone(
             f"{folder / 'unet'}: weights do not match the UNet config "
             f"(missing {missing_sd[:3]}, unexpected {unexpected[:3]})"
         )
-    vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True)
-    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True)
+    vae = load_autoencoder(folder / "vae")
+    # float32 whatever the files hold (a half-precision release included); runs cast as they need.
+    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True, dtype=torch.float32)
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
     scheduler = DDPMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
     if scheduler_config:
@@ -283,9 +304,37 @@ def build_tiny_backbone(
         unet_cfg = {**TINY_UNET_CONFIG, **(unet or {})}
         unet_cfg.setdefault("cross_attention_dim", text_cfg["hidden_size"])
         grounded = build_grounded_unet(unet_cfg, grounding)
-        autoencoder = AutoencoderKL(**{**TINY_VAE_CONFIG, **(vae or {})})
+        vae_cfg = dict(vae or {})
+        if vae_cfg.get("kind", "kl") == "kl":
+            vae_cfg = {**TINY_VAE_CONFIG, **vae_cfg}
+        autoencoder = build_autoencoder(vae_cfg)
     scheduler = DDPMScheduler.from_config({**SD_SCHEDULER_CONFIG, **(scheduler_config or {})})
     return Backbone(grounded, autoencoder, text_model, tokenizer, scheduler, name=name)
+
+
+def save_backbone(backbone: Backbone, folder: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Write the frozen parts as a diffusers-format backbone folder that ``load_diffusers_backbone`` reads.
+
+    The UNet is saved as a plain SD UNet (its adapter is not part of a backbone) and, like the text
+    encoder, in ``dtype``: half precision halves the files and loading casts back to float32.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    (folder / "unet").mkdir(parents=True, exist_ok=True)
+    config = {k: v for k, v in dict(backbone.unet.config).items() if not k.startswith("_")}
+    config["attention_type"] = "default"
+    UNet2DConditionModel.from_config(config).save_config(folder / "unet")  # config only; weights below
+    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in backbone.unet.state_dict().items()
+             if not is_adapter_key(k)}
+    save_file(state, str(folder / "unet" / _WEIGHT_FILES["unet"][0]))
+    backbone.vae.save_pretrained(folder / "vae")
+    text_dtype = backbone.text_encoder.dtype
+    backbone.text_encoder.to(dtype).save_pretrained(folder / "text_encoder")
+    backbone.text_encoder.to(text_dtype)
+    backbone.tokenizer.save_pretrained(folder / "tokenizer")
+    backbone.scheduler.save_pretrained(folder / "scheduler")
+    return folder
 
 
 BACKBONE_METADATA_KEYS = ("resolution",)

@@ -15,6 +15,9 @@ log = RankedLogger(__name__, rank_zero_only=True)
 def export_trained(module, out_dir: str | Path, use_ema: bool = True, pipeline: bool = True) -> dict[str, Path]:
     """Write ``<out>/adapter.safetensors`` + ``adapter.json`` and ``<out>/pipeline/`` (diffusers layout).
 
+    A module that trained the backbone itself writes ``<out>/backbone/`` instead: a diffusers-format
+    backbone folder (``backbone.kind=diffusers backbone.path=<out>/backbone``).
+
     The exported weights are fp32 whatever precision trained them. With an EMA kept and ``use_ema``
     the averaged weights are exported.
     """
@@ -27,6 +30,14 @@ def export_trained(module, out_dir: str | Path, use_ema: bool = True, pipeline: 
     was_training = module.training
     module.float()  # frozen parts may be half under mixed precision; exports are fp32
     written: dict[str, Path] = {}
+    if getattr(module, "trainable", "adapter") == "backbone":
+        from ..models.backbone import save_backbone
+
+        with torch.no_grad(), (ema.swapped_in() if ema is not None else nullcontext()):
+            written["backbone"] = save_backbone(module.backbone, out / "backbone")
+        module.train(was_training)
+        log.info(f"exported the trained backbone: {written['backbone']}")
+        return written
     grounding = dict(module.hparams.model.get("grounding") or {})
     with torch.no_grad(), (ema.swapped_in() if ema is not None else nullcontext()):
         written["adapter"] = save_adapter(module.unet, out / "adapter", config=grounding)

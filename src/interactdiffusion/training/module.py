@@ -20,7 +20,7 @@ from torch import nn
 
 from ..conditioning import GroundingIds, drop_grounding, grounding_kwargs
 from ..models.backbone import Backbone, PhraseEncoder, build_backbone
-from ..models.unet import adapter_state_dict
+from ..models.unet import adapter_state_dict, is_adapter_key
 from ..utils.pylogger import RankedLogger
 from .ema import AdapterEMA
 from .resumable_data import POSITION_KEY, ResumableLoader
@@ -30,6 +30,7 @@ from .seeding import capture_rng_state, generator, mix_seed, restore_rng_state, 
 log = RankedLogger(__name__, rank_zero_only=True)
 
 CHECKPOINT_KEY = "interactdiffusion"
+TRAINABLE = ("adapter", "backbone")
 CHECKPOINT_FORMAT_VERSION = 1
 MIXED_DTYPES = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
@@ -93,6 +94,9 @@ class InteractDiffusionModule(LightningModule):
     ``backbone``: a ``configs/backbone`` group (``kind``, ``path`` or tiny sizes); ``model``: a
     ``configs/model`` group (``grounding`` and ``init_from``); ``recipe``: ``Recipe`` fields;
     ``run_config``: the resolved run config, stored in checkpoints for provenance (not a hyper-parameter).
+    ``trainable``: ``adapter`` (the interaction module on a frozen SD: the paper) or ``backbone`` (the
+    UNet itself from captions alone, fusers off, no grounding: how the HOI-Shapes "Stable Diffusion"
+    is pre-trained before its adapters).
     """
 
     def __init__(
@@ -101,27 +105,35 @@ class InteractDiffusionModule(LightningModule):
         model: Mapping[str, Any],
         recipe: Mapping[str, Any] | None = None,
         run_config: Mapping[str, Any] | None = None,
+        trainable: str = "adapter",
     ):
         super().__init__()
+        if trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {TRAINABLE}, got {trainable!r}")
+        self.trainable = trainable
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
         # the datamodule offers validation batches for other tools; this module has no validation loop
         warnings.filterwarnings("ignore", message=r".*passed in a `val_dataloader` but have no `validation_step`.*")
         backbone_cfg, model_cfg = _plain(backbone), _plain(model)
         self.recipe = Recipe.from_mapping(_plain(recipe))
         self.save_hyperparameters(
-            {"backbone": backbone_cfg, "model": model_cfg, "recipe": _plain(asdict(self.recipe))}
+            {"backbone": backbone_cfg, "model": model_cfg, "recipe": _plain(asdict(self.recipe)), "trainable": trainable}
         )
         self.run_config = _plain(run_config) if run_config is not None else None
         self.strict_loading = False  # checkpoints hold the adapter only; on_load_checkpoint checks it
 
         parts: Backbone = build_backbone(**backbone_cfg, grounding=model_cfg.get("grounding"))
-        self.num_trainable = parts.freeze()
+        self.num_trainable = parts.freeze() if trainable == "adapter" else parts.unfreeze_unet()
         self.backbone = parts  # a plain attribute: its modules are registered just below
         self.unet = parts.unet
         self.vae = parts.vae
         self.text_encoder = parts.text_encoder
         self.noise_scheduler = parts.scheduler
-        self.adapter_keys = frozenset(f"unet.{k}" for k in adapter_state_dict(self.unet))
+        # What checkpoints keep: the adapter, or the trained UNet (whose adapter stays fresh and unused).
+        self.adapter_keys = frozenset(
+            f"unet.{k}" for k in (adapter_state_dict(self.unet) if trainable == "adapter" else
+                                  {k for k, _ in self.unet.named_parameters() if not is_adapter_key(k)})
+        )
         self.num_frozen = sum(p.numel() for p in self.parameters() if not p.requires_grad)
         if self.recipe.gradient_checkpointing:
             # diffusers >= 0.32 checkpoints with use_reentrant=False, which DDP supports.
@@ -298,21 +310,33 @@ class InteractDiffusionModule(LightningModule):
             drop_ground = (batch_u < recipe.grounding_drop_prob).expand(size)
 
         text = self.encode_text(captions)
-        ids: GroundingIds = batch["grounding"]
-        grounding = drop_grounding(grounding_kwargs(ids.to(device), self.phrase_table), drop_ground)
+        if self.trainable == "adapter":
+            ids: GroundingIds = batch["grounding"]
+            grounding = drop_grounding(grounding_kwargs(ids.to(device), self.phrase_table), drop_ground)
+            extra = {"cross_attention_kwargs": {"gligen": grounding}}
+        else:  # captions only: no grounding tokens reach the (disabled) fusers
+            drop_ground = torch.ones(size, dtype=torch.bool, device=device)
+            extra = {}
 
         a = self.sqrt_alphas_cumprod[timesteps].view(-1, 1, 1, 1)
         s = self.sqrt_one_minus_alphas_cumprod[timesteps].view(-1, 1, 1, 1)
         noisy = a * latents + s * noise
-        prediction = self.unet(
-            noisy, timesteps, encoder_hidden_states=text, cross_attention_kwargs={"gligen": grounding}
-        ).sample
-        loss = F.mse_loss(prediction.float(), noise, reduction="mean")
+        prediction = self.unet(noisy, timesteps, encoder_hidden_states=text, **extra).sample
+        loss = F.mse_loss(prediction.float(), self.target(latents, noise, a, s), reduction="mean")
         stats = {
             "caption_dropped": drop_caption.float().mean().detach(),
             "grounding_dropped": drop_ground.float().mean().detach(),
         }
         return loss, stats
+
+    def target(self, latents: torch.Tensor, noise: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """What the UNet predicts, as the backbone's scheduler says: the noise (SD 1.x) or v (SD 2.x)."""
+        kind = self.noise_scheduler.config.prediction_type
+        if kind == "epsilon":
+            return noise
+        if kind == "v_prediction":
+            return a * noise - s * latents
+        raise ValueError(f"unsupported prediction_type {kind!r} in the backbone's scheduler config")
 
     # -- optimisation ----------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -369,7 +393,15 @@ class InteractDiffusionModule(LightningModule):
     def check_adapter_state(
         self, state: Mapping[str, torch.Tensor], saved_hparams: Mapping[str, Any] | None = None
     ) -> dict[str, torch.Tensor]:
-        """The adapter entries of ``state`` after checking they fit this model; a clear error if not."""
+        """The trained entries of ``state`` after checking they fit this model; a clear error if not."""
+        saved_trainable = (saved_hparams or {}).get("trainable", "adapter") if isinstance(saved_hparams, Mapping) else "adapter"
+        if saved_trainable != self.trainable:
+            raise CheckpointMismatchError(
+                f"the checkpoint trained the {saved_trainable}, this run trains the {self.trainable}: "
+                "resume with the same `trainable=`"
+            )
+        if self.trainable == "backbone":
+            return self._check_backbone_state(state)
         own = {k: v.shape for k, v in self.state_dict().items() if k in self.adapter_keys}
         adapter = {k: v for k, v in state.items() if k in own}
         foreign = sorted(k for k in state if k not in own and (".fuser." in k or ".position_net." in k))
@@ -395,6 +427,17 @@ class InteractDiffusionModule(LightningModule):
             lines.append(f"  {len(foreign)} adapter weights this model does not have, e.g. {foreign[:3]}")
         lines.append("  use the same backbone=/model= as the run that wrote the checkpoint")
         raise CheckpointMismatchError("\n".join(lines))
+
+    def _check_backbone_state(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        own = {k: v.shape for k, v in self.state_dict().items() if k in self.adapter_keys}
+        missing = sorted(set(own) - set(state))
+        mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k])]
+        if missing or mismatched:
+            raise CheckpointMismatchError(
+                f"the checkpoint's UNet does not fit this backbone config: {len(missing)} weights missing "
+                f"(e.g. {missing[:3]}), {len(mismatched)} of another shape (e.g. {mismatched[:3]})"
+            )
+        return {k: state[k] for k in own}
 
     def adapter_state(self, use_ema: bool = True) -> dict[str, torch.Tensor]:
         """The adapter weights in diffusers names (EMA weights if kept and ``use_ema``)."""

@@ -1,0 +1,52 @@
+"""HOI-Shapes on a CPU: pre-train the caption-only backbone, or reproduce the paper's comparison.
+
+    python -m interactdiffusion.cli.toy backbone                # make toy-backbone
+    python -m interactdiffusion.cli.toy table --seeds 3         # make reproduce-table-toy SEEDS=3
+
+``table`` trains the GLIGEN and InteractDiffusion adapters (one run per seed) on the committed backbone,
+evaluates every row and writes experiments/hoi-shapes/results.md (see ``reproduce.toy``). Extra Hydra
+overrides go to the training runs with ``--train key=value`` and to the eval rows with ``--eval``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from ..reproduce.toy import COMMITTED_BACKBONE, reproduce_toy, train_toy_backbone
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="interactdiffusion-toy", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    backbone = sub.add_parser("backbone", help="pre-train the caption-only backbone and copy it to --dest")
+    backbone.add_argument("--out", default="logs/toy", help="working folder (runs, logs)")
+    backbone.add_argument("--dest", default=str(COMMITTED_BACKBONE), help="where backbone=shapes reads it")
+    backbone.add_argument("--threads", type=int, default=None)
+    backbone.add_argument("overrides", nargs="*", help="Hydra overrides for the training run")
+    table = sub.add_parser("table", help="train the adapters, evaluate every row, write the results table")
+    table.add_argument("--seeds", type=int, default=1, help="training seeds 0..N-1")
+    table.add_argument("--jobs", type=int, default=2, help="subprocesses at a time (the cores are split)")
+    table.add_argument("--threads", type=int, default=None, help="threads per job (default: cores / jobs)")
+    table.add_argument("--out", default="logs/toy", help="working folder (runs, eval rows, logs)")
+    table.add_argument("--results", default="experiments/hoi-shapes/results.md")
+    table.add_argument("--data-dir", default=None, help="paths.data_dir of every job (default: data/)")
+    table.add_argument("--publish-seed", type=int, default=None,
+                       help="copy this seed's adapters to experiments/hoi-shapes/adapters/")
+    table.add_argument("--train", action="append", default=[], metavar="OVERRIDE")
+    table.add_argument("--eval", action="append", default=[], metavar="OVERRIDE")
+    args = parser.parse_args(argv)
+    if args.command == "backbone":
+        train_toy_backbone(args.out, args.dest, args.overrides, args.threads)
+        return 0
+    command = "python -m interactdiffusion.cli.toy " + " ".join(shlex.quote(a) for a in argv)
+    reproduce_toy(args.out, list(range(args.seeds)), parallel=args.jobs, threads=args.threads,
+                  results=args.results, train_overrides=args.train, eval_overrides=args.eval,
+                  data_dir=args.data_dir, command=command, publish_seed=args.publish_seed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
