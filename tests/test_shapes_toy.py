@@ -193,3 +193,21 @@ def test_v_prediction_backbones_train_on_v():
     assert torch.allclose(v_module.target(latents, noise, a, s), 0.6 * noise - 0.8 * latents)
     eps_module = InteractDiffusionModule({"kind": "tiny"}, {"grounding": {"kind": "interactdiffusion"}}, {})
     assert torch.equal(eps_module.target(latents, noise, a, s), noise)
+
+
+def test_timestep_power_favours_noisy_steps_and_is_validated():
+    from interactdiffusion.training.module import InteractDiffusionModule, Recipe
+
+    with pytest.raises(ValueError, match="timestep_power"):
+        Recipe.from_mapping({"timestep_power": 0.0})
+
+    def draws(power: float) -> torch.Tensor:
+        module = InteractDiffusionModule({"kind": "tiny"}, {"grounding": {"kind": "interactdiffusion"}},
+                                         {"timestep_power": power})
+        gens = [torch.Generator().manual_seed(k) for k in range(2000)]
+        return module.sample_timesteps(gens, 1000, "cpu").float()
+
+    uniform, noisy = draws(1.0), draws(0.5)
+    assert 0 <= noisy.min() and noisy.max() <= 999
+    assert abs(uniform.mean().item() - 500) < 25
+    assert abs(noisy.mean().item() - 667) < 25  # E[t] = 2T/3 for p = 0.5

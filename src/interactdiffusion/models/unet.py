@@ -17,6 +17,7 @@ from diffusers.models.attention import GatedSelfAttentionDense
 from torch import nn
 
 from .grounding import build_grounding
+from .positional_fuser import set_visual_positions
 
 # Stable Diffusion 1.x UNet shape (v1.4 and v1.5 share it), for tests and benchmarks without weights.
 SD1_UNET_CONFIG: dict[str, Any] = {
@@ -55,13 +56,19 @@ def build_grounded_unet(unet_config: dict[str, Any], grounding: dict[str, Any] |
 
 
 def install_grounding(unet: UNet2DConditionModel, grounding: dict[str, Any] | None = None) -> nn.Module:
+    """Install the grounding module; ``visual_positions: true`` also makes the fusers positional
+    (``positional_fuser.py``), recorded in the module's ``config`` so exports rebuild it."""
     grounding = dict(grounding or {})
     kind = grounding.pop("kind", "interactdiffusion")
+    visual_positions = bool(grounding.pop("visual_positions", False))
     cross = unet.config.cross_attention_dim
     grounding.setdefault("positive_len", cross)
     grounding.setdefault("out_dim", cross)
     module = build_grounding(kind, **grounding)
     unet.position_net = module
+    set_visual_positions(unet, visual_positions)
+    if visual_positions:
+        module.config = {**module.config, "visual_positions": True}
     return module
 
 

@@ -53,6 +53,7 @@ class Recipe:
     grounding_drop_per_sample: bool = False
     ema_decay: float | None = None
     gradient_checkpointing: bool = False
+    timestep_power: float = 1.0
     seed: int = 0
     phrase_cache_dir: str | None = None
 
@@ -66,6 +67,8 @@ class Recipe:
         if "betas" in values:
             values["betas"] = tuple(float(b) for b in values["betas"])
         recipe = cls(**values)
+        if recipe.timestep_power <= 0:
+            raise ValueError(f"recipe.timestep_power must be positive, got {recipe.timestep_power}")
         for name in ("caption_drop_prob", "grounding_drop_prob"):
             if not 0.0 <= getattr(recipe, name) <= 1.0:
                 raise ValueError(f"recipe.{name} must be in [0, 1], got {getattr(recipe, name)}")
@@ -289,7 +292,7 @@ class InteractDiffusionModule(LightningModule):
         torch.manual_seed(mix_seed(recipe.seed, *step_key, "dropout", self.global_rank))
 
         steps = self.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.cat([torch.randint(0, steps, (1,), generator=g, device=device) for g in gens])
+        timesteps = self.sample_timesteps(gens, steps, device)
         caption_u = torch.cat([torch.rand(1, generator=g, device=device) for g in gens])
         grounding_u = torch.cat([torch.rand(1, generator=g, device=device) for g in gens])
 
@@ -328,6 +331,16 @@ class InteractDiffusionModule(LightningModule):
             "grounding_dropped": drop_ground.float().mean().detach(),
         }
         return loss, stats
+
+    def sample_timesteps(self, gens: list[torch.Generator], steps: int, device) -> torch.Tensor:
+        """One training timestep per sample from its own generator: uniform (the paper), or
+        ``t = T * u^p`` with ``recipe.timestep_power = p < 1`` to favour the noisy steps, where the
+        layout is decided and a young adapter has the most to learn."""
+        power = self.recipe.timestep_power
+        if power == 1.0:
+            return torch.cat([torch.randint(0, steps, (1,), generator=g, device=device) for g in gens])
+        u = torch.cat([torch.rand(1, generator=g, device=device) for g in gens])
+        return (steps * u.pow(power)).long().clamp_(0, steps - 1)
 
     def target(self, latents: torch.Tensor, noise: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """What the UNet predicts, as the backbone's scheduler says: the noise (SD 1.x) or v (SD 2.x)."""
