@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     scenes.write_text("\n".join(layouts.read_text().splitlines()[: args.scenes]) + "\n")
 
     images = out / "images"
+    shutil.rmtree(images, ignore_errors=True)  # a demo run starts its images afresh (earlier runs may differ)
     timings["generate"] = _run("generate test scenes with the committed adapter", [
         py, "-m", "interactdiffusion.cli.generate", "backbone=shapes", "model=shapes_interactdiffusion",
         f"weights={adapter}", f"input={scenes}", f"output_dir={images}", "steps=20", "guidance_scale=3.0",
