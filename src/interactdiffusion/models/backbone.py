@@ -322,9 +322,11 @@ def save_backbone(backbone: Backbone, folder: str | Path, dtype: torch.dtype = t
 
     folder = Path(folder)
     (folder / "unet").mkdir(parents=True, exist_ok=True)
-    config = {k: v for k, v in dict(backbone.unet.config).items() if not k.startswith("_")}
-    config["attention_type"] = "default"
-    UNet2DConditionModel.from_config(config).save_config(folder / "unet")  # config only; weights below
+    backbone.unet.save_config(folder / "unet")
+    config_file = folder / "unet" / "config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["attention_type"] = "default"  # a backbone's UNet has no fusers
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in backbone.unet.state_dict().items()
              if not is_adapter_key(k)}
     save_file(state, str(folder / "unet" / _WEIGHT_FILES["unet"][0]))
