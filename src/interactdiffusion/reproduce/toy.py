@@ -270,8 +270,11 @@ def reproduce_toy(out: str | Path, seeds: list[int], parallel: int = 2, threads:
     if data_dir is not None:
         train_overrides.append(f"paths.data_dir={data_dir}")
         eval_overrides.append(f"paths.data_dir={data_dir}")
-    shapes_args = {k.split("=")[0].rsplit(".", 1)[-1]: int(k.split("=")[1]) for k in train_overrides
-                   if k.startswith("data.shapes.")}
+    shapes_args = {}  # the generator's arguments, as the training runs will be told them
+    for override in train_overrides:
+        key, _, value = override.partition("=")
+        if key in {f"data.shapes.{name}" for name in ("seed", "num_train", "num_test", "size")}:
+            shapes_args[key.rsplit(".", 1)[-1]] = int(value)
     ensure_hoi_shapes(Path(data_dir or REPO_ROOT / "data") / "hoi-shapes", **shapes_args)
     if not any(o.startswith("backbone.path=") for o in train_overrides) and not (COMMITTED_BACKBONE / "unet").is_dir():
         raise FileNotFoundError(f"the HOI-Shapes backbone is missing at {COMMITTED_BACKBONE}: run `make toy-backbone`")
