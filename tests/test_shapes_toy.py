@@ -211,3 +211,14 @@ def test_timestep_power_favours_noisy_steps_and_is_validated():
     assert 0 <= noisy.min() and noisy.max() <= 999
     assert abs(uniform.mean().item() - 500) < 25
     assert abs(noisy.mean().item() - 667) < 25  # E[t] = 2T/3 for p = 0.5
+
+
+def test_make_toy_backbone_trains_and_copies_the_export(tmp_path):
+    """`make toy-backbone` (cli.toy backbone) on a 2-step budget: the export lands where backbone=shapes reads."""
+    from interactdiffusion.cli.toy import main
+
+    dest = tmp_path / "committed"
+    assert main(["backbone", "--out", str(tmp_path / "toy"), "--dest", str(dest), "--threads", "1",
+                 *QUICK, *_paths(tmp_path)]) == 0
+    assert check_backbone_folder(dest) == dest
+    assert json.loads((dest / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
