@@ -130,6 +130,19 @@ def test_two_adapter_steps_on_hoi_shapes_through_the_cli(trained_backbone, tmp_p
         assert (runs[-1] / "export" / "pipeline" / "vae" / "config.json").is_file()
         ckpt = torch.load(runs[-1] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         assert all(is_adapter_key(k[len("unet."):]) for k in ckpt["state_dict"])
+    # the grounding probe reads that export on the run's own HOI-Shapes test split
+    from interactdiffusion.cli.toy import main as toy_main
+
+    out = tmp_path / "probe.json"
+    adapter = sorted((tmp_path / "logs" / "train" / "shapes_interactdiffusion" / "runs").glob("*"))[-1] / "export" / "adapter.safetensors"
+    assert toy_main(["probe", str(adapter), "--backbone", str(folder), "--data", str(tmp_path / "data" / "hoi-shapes"),
+                     "--num-scenes", "4", "--timesteps", "900,300", "--json", str(out)]) == 0
+    probe = json.loads(out.read_text())
+    assert set(probe) == {"adapter", "captions", "no_captions"}
+    for table in (probe["captions"], probe["no_captions"]):
+        assert set(table) == {"900", "300"}
+        assert all(set(row) == {"true", "boxes_moved", "shuffled", "null"} for row in table.values())
+        assert all(0 < v < 10 for row in table.values() for v in row.values())
 
 
 def test_exported_pipeline_with_space_to_depth_generates(trained_backbone, tmp_path):
@@ -149,6 +162,38 @@ def test_exported_pipeline_with_space_to_depth_generates(trained_backbone, tmp_p
     }, box_format="pixels")
     images = again(scenes=[scene], num_inference_steps=2, output_type="pil").images
     assert images[0].size == (32, 32)
+
+
+def test_grounding_probe_sees_nothing_through_closed_gates_and_the_boxes_through_open_ones(trained_backbone):
+    from interactdiffusion.evaluation.grounding_probe import move_boxes, probe_grounding
+    from interactdiffusion.pipeline import InteractDiffusionPipeline
+    from interactdiffusion.scene import Scene
+
+    _, run = trained_backbone
+    backbone = load_diffusers_backbone(
+        run / "export" / "backbone", grounding={"kind": "interactdiffusion", "hidden_dim": 128, "visual_positions": True}
+    )
+    pipe = InteractDiffusionPipeline.from_backbone(backbone)
+    boxes = ([2, 4, 10, 20], [18, 8, 26, 16]), ([20, 2, 30, 30], [1, 1, 9, 9]), ([8, 14, 16, 30], [20, 20, 30, 28])
+    scenes = [
+        Scene.from_dict({"id": str(k), "width": 32, "height": 32, "interactions": [
+            {"subject": "person", "action": "holding", "object": "cup", "subject_box": sb, "object_box": ob}]},
+            box_format="pixels")
+        for k, (sb, ob) in enumerate(boxes)
+    ]
+    moved = move_boxes(scenes)
+    assert [m.interactions[0].action for m in moved] == ["holding"] * 3
+    assert moved[0].interactions[0].subject_box == scenes[1].interactions[0].subject_box
+    images = (torch.rand(3, 3, 32, 32) * 255).to(torch.uint8)
+    closed = probe_grounding(pipe, scenes, images, (900, 300))
+    for row in closed.values():  # a fresh adapter (gates 0) leaves the UNet unchanged: every variant is equal
+        assert len(set(row.values())) == 1
+    for name, p in pipe.unet.named_parameters():
+        if name.endswith("alpha_attn"):
+            p.data.fill_(1.0)
+    opened = probe_grounding(pipe, scenes, images, (900, 300))
+    for row in opened.values():  # the same phrases on other boxes now change the prediction
+        assert row["true"] != row["boxes_moved"] and row["true"] != row["null"]
 
 
 # -- the toy reproduce driver ------------------------------------------------------------------------

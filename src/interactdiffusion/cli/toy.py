@@ -2,6 +2,7 @@
 
     python -m interactdiffusion.cli.toy backbone                # make toy-backbone
     python -m interactdiffusion.cli.toy table --seeds 3         # make reproduce-table-toy SEEDS=3
+    python -m interactdiffusion.cli.toy probe ADAPTER           # does the adapter read its boxes?
 
 ``table`` trains the GLIGEN and InteractDiffusion adapters (one run per seed) on the committed backbone,
 evaluates every row and writes experiments/hoi-shapes/results.md (see ``reproduce.toy``). Extra Hydra
@@ -37,7 +38,17 @@ def main(argv: list[str] | None = None) -> int:
                        help="copy this seed's adapters to experiments/hoi-shapes/adapters/")
     table.add_argument("--train", action="append", default=[], metavar="OVERRIDE")
     table.add_argument("--eval", action="append", default=[], metavar="OVERRIDE")
+    probe = sub.add_parser("probe", help="denoising loss with true, moved, shuffled and null grounding")
+    probe.add_argument("adapter", help="an adapter export (.safetensors with its .json)")
+    probe.add_argument("--backbone", default=str(COMMITTED_BACKBONE))
+    probe.add_argument("--data", default="data/hoi-shapes", help="a HOI-Shapes folder (its test split)")
+    probe.add_argument("--num-scenes", type=int, default=96)
+    probe.add_argument("--timesteps", default="950,800,600")
+    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
+    if args.command == "probe":
+        return run_probe(args)
     if args.command == "backbone":
         train_toy_backbone(args.out, args.dest, args.overrides, args.threads)
         return 0
@@ -45,6 +56,23 @@ def main(argv: list[str] | None = None) -> int:
     reproduce_toy(args.out, list(range(args.seeds)), parallel=args.jobs, threads=args.threads,
                   results=args.results, train_overrides=args.train, eval_overrides=args.eval,
                   data_dir=args.data_dir, command=command, publish_seed=args.publish_seed)
+    return 0
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from ..evaluation.grounding_probe import format_probe
+    from ..shapes.probe import probe_adapter
+
+    timesteps = tuple(int(t) for t in args.timesteps.split(","))
+    results = probe_adapter(args.adapter, args.backbone, args.data, args.num_scenes, timesteps, args.seed)
+    for name, table in results.items():
+        print(f"{name.replace('_', ' ')} ({args.num_scenes} test scenes of {args.data}):\n{format_probe(table)}\n")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"adapter": str(args.adapter), **results}, indent=2))
     return 0
 
 
