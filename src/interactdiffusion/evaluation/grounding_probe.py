@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..models.prediction_target import prediction_target
 from ..scene import Scene
 
 VARIANTS = ("true", "boxes_moved", "shuffled", "null")
@@ -42,14 +43,6 @@ def move_boxes(scenes: Sequence[Scene]) -> list[Scene]:
         )
         moved.append(dataclasses.replace(scene, interactions=interactions))
     return moved
-
-
-def _target(kind: str, latents: torch.Tensor, noise: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    if kind == "epsilon":
-        return noise
-    if kind == "v_prediction":
-        return a * noise - s * latents
-    raise ValueError(f"unsupported prediction_type {kind!r}")
 
 
 @torch.no_grad()
@@ -94,7 +87,7 @@ def probe_grounding(
             a, s = alphas[int(t)].sqrt(), (1 - alphas[int(t)]).sqrt()
             noise = torch.randn(latents.shape, generator=generator).to(device)
             noisy = (a * latents + s * noise).to(dtype)
-            target = _target(kind, latents, noise, a, s)
+            target = prediction_target(kind, latents, noise, a, s)
             step = torch.full((n,), int(t), device=device)
             for name, objs in tokens.items():
                 prediction = pipe.unet(

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..conditioning import GroundingIds, drop_grounding, grounding_kwargs
 from ..models.backbone import Backbone, PhraseEncoder, build_backbone
+from ..models.prediction_target import prediction_target
 from ..models.unet import adapter_state_dict, is_adapter_key
 from ..utils.pylogger import RankedLogger
 from .ema import AdapterEMA
@@ -344,12 +345,7 @@ class InteractDiffusionModule(LightningModule):
 
     def target(self, latents: torch.Tensor, noise: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """What the UNet predicts, as the backbone's scheduler says: the noise (SD 1.x) or v (SD 2.x)."""
-        kind = self.noise_scheduler.config.prediction_type
-        if kind == "epsilon":
-            return noise
-        if kind == "v_prediction":
-            return a * noise - s * latents
-        raise ValueError(f"unsupported prediction_type {kind!r} in the backbone's scheduler config")
+        return prediction_target(self.noise_scheduler.config.prediction_type, latents, noise, a, s)
 
     # -- optimisation ----------------------------------------------------------------------------------
     def configure_optimizers(self):
