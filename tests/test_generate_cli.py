@@ -208,10 +208,20 @@ def test_weights_box_format_pixels_and_truncation(tmp_path, capsys):
     assert len(records["many"]["scene"]["interactions"]) == 30
     assert records["px"]["scene"]["interactions"][0]["subject_box"] == [0.1, 0.1, 0.5, 0.9]
     assert records["px"]["settings"]["weights"] == str(weights.resolve())
+    assert records["px"]["settings"]["weights_sha256"].startswith("sha256:")
     assert np.abs(pixels(out / "px.png").astype(int) - pixels(plain / "px.png")).max() > 0  # weights used
     from safetensors.torch import load_file
 
     assert set(load_file(cache)) == {"person", "riding", "horse"}  # written once, then read back
+
+    # other weights re-published under the same file name: resuming into `out` is refused, not mixed
+    with torch.no_grad():
+        for name, param in adapter_named_parameters(backbone.unet):
+            if "alpha" in name:
+                param.fill_(0.5)
+    assert save_adapter(backbone.unet, tmp_path / "adapter", config={"kind": "interactdiffusion"}) == weights
+    assert generate(*args, "truncate=true", f"weights={weights}", f"output_dir={out}") == 2
+    assert "weights_sha256" in capsys.readouterr().err
 
 
 def test_a_whole_pipeline_folder_as_weights_needs_no_backbone(tmp_path):

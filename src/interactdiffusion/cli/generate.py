@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from ..config_path import config_dir
-from ..resume import settings_difference
+from ..resume import content_fingerprint, settings_difference
 from ..scene import Scene, SceneError, read_scenes
 
 log = logging.getLogger("interactdiffusion.generate")
@@ -60,6 +60,9 @@ class Settings:
     backbone: str
     weights: str | None
     grounding: dict[str, Any] = field(default_factory=dict)
+    # The bytes behind those paths: re-published weights under the same name are other settings.
+    backbone_sha256: str | None = None
+    weights_sha256: str | None = None
     # How to run: not part of the record, an image does not depend on them.
     batch_size: int = 8
     device: str = "cpu"
@@ -122,9 +125,10 @@ def read_settings(cfg: DictConfig) -> Settings:
     grounding = cfg.get("model", {}).get("grounding") or {}
     weights = cfg.get("weights")
     if weights and is_pipeline_folder(Path(weights).expanduser()):
-        backbone = "(the pipeline folder in weights)"  # it brings its own SD weights
+        backbone, backbone_path = "(the pipeline folder in weights)", None  # it brings its own SD weights
     else:
         backbone = str(cfg.backbone.get("path") or cfg.backbone.get("name") or cfg.backbone.get("kind"))
+        backbone_path = cfg.backbone.get("path")
     return Settings(
         steps=_number(cfg, "steps", int, 1),
         guidance_scale=_number(cfg, "guidance_scale", float, 0.0),
@@ -140,6 +144,8 @@ def read_settings(cfg: DictConfig) -> Settings:
         backbone=backbone,
         weights=str(Path(weights).expanduser().resolve()) if weights else None,
         grounding=OmegaConf.to_container(grounding, resolve=True) if isinstance(grounding, DictConfig) else {},
+        backbone_sha256=content_fingerprint(backbone_path),
+        weights_sha256=content_fingerprint(weights),
         batch_size=_number(cfg, "batch_size", int, 1),
         device=device,
     )

@@ -3,7 +3,8 @@ inputs that must exist before any image is generated.
 
 ``row_settings`` is what ``results.json`` records under ``settings``: a finished row is only reused
 when a rerun asks for the same; ``generation_record`` is the subset the images depend on (kept in
-``images/generation.json``), so a change of detector or protocol rescores without regenerating.
+``images/generation.json``), so a change of detector or protocol rescores without regenerating. Both
+hold the sha256 of the backbone and weights beside their paths (``content_record``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..resume import settings_difference
+from ..resume import content_fingerprint, settings_difference
 from .sharding import Shard
 
 log = logging.getLogger("interactdiffusion.eval")
@@ -175,6 +176,12 @@ def metrics_identity(metrics_cfg: Any) -> str | None:
     return f"{kind}/{spec.get('num_features', '')}/seed{spec.get('extractor_seed', 0)}".rstrip("/")
 
 
+def content_record(backbone_spec: dict[str, Any], weights: Any) -> dict[str, Any]:
+    """The bytes behind the backbone and weights paths: new weights under an old name are other settings."""
+    return {"backbone_sha256": content_fingerprint(backbone_spec.get("path")),
+            "weights_sha256": content_fingerprint(weights)}
+
+
 def row_settings(cfg: DictConfig, settings: EvalSettings) -> dict[str, Any]:
     """``results.json`` ``settings``: everything the row's numbers depend on (compared on a rerun)."""
     data = cfg.data
@@ -189,6 +196,7 @@ def row_settings(cfg: DictConfig, settings: EvalSettings) -> dict[str, Any]:
         **settings.scoring_record(),
         "backbone": backbone_spec,
         "weights": absolute(cfg.get("weights")),
+        **content_record(backbone_spec, cfg.get("weights")),
         "model": (plain(cfg.get("model")) or {}).get("grounding"),
         "annotations": absolute(data.get("annotations")),
         "anno_mat": absolute(data.get("anno_mat")),
@@ -203,6 +211,7 @@ def generation_record(cfg: DictConfig, settings: EvalSettings) -> dict[str, Any]
     return {
         "backbone": backbone_spec,
         "weights": absolute(cfg.get("weights")),
+        **content_record(backbone_spec, cfg.get("weights")),
         "model": (plain(cfg.get("model")) or {}).get("grounding"),
         **settings.generation_record(),
     }
