@@ -170,6 +170,39 @@ def test_resume_image_by_image_and_row_by_row(tmp_path, hicodet):
     assert all(second[name] != t for name, t in png_times(out).items())
 
 
+def save_tiny_adapter(path: Path, gate: float) -> Path:
+    """An InteractDiffusion adapter for backbone=tiny whose open gates make it change the images."""
+    import torch
+
+    from interactdiffusion.models.backbone import build_tiny_backbone
+    from interactdiffusion.models.checkpoints import save_adapter
+    from interactdiffusion.models.unet import adapter_named_parameters
+
+    backbone = build_tiny_backbone(seed=0)
+    with torch.no_grad():
+        for name, param in adapter_named_parameters(backbone.unet):
+            if "alpha" in name:
+                param.fill_(gate)
+    return save_adapter(backbone.unet, path, config={"kind": "interactdiffusion"})
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_weights_replaced_under_the_same_path_are_not_reused(tmp_path, hicodet):
+    """Re-publishing an adapter under its old name (as `make demo`'s committed one) is other settings:
+    without overwrite the row is refused; with it, the old adapter's images are regenerated."""
+    weights = save_tiny_adapter(tmp_path / "adapter", gate=0.8)
+    out = tmp_path / "row"
+    args = ("eval.limit=2", f"weights={weights}")
+    assert run_eval(tmp_path, hicodet, out, *args) == 0
+    first = png_times(out)
+    assert read_results(out)["settings"]["weights_sha256"].startswith("sha256:")
+
+    assert save_tiny_adapter(tmp_path / "adapter", gate=0.3) == weights
+    assert run_eval(tmp_path, hicodet, out, *args) == 2
+    assert run_eval(tmp_path, hicodet, out, *args, "eval.overwrite=true") == 0
+    assert all(first[name] != t for name, t in png_times(out).items()) and len(first) == 2
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_generated_images_are_scored_against_rescaled_gt(tmp_path, hicodet, monkeypatch):
     """A detector that finds the rescaled GT exactly gets AP 100 on every class: GT and detections meet

@@ -13,7 +13,7 @@ def test_fingerprint_follows_the_bytes_of_a_file_and_of_a_folder(tmp_path):
     first = content_fingerprint(weights)
     assert first.startswith("sha256:") and content_fingerprint(str(weights)) == first
     weights.write_bytes(b"new adapter")  # re-published under the same name
-    os.utime(weights, ns=(1, 1))
+    os.utime(weights, ns=(1, 1))  # same size: a new mtime, as a real rewrite has, keys the per-process cache
     assert content_fingerprint(weights) != first
     assert "weights_sha256" in settings_difference({"weights_sha256": first},
                                                    {"weights_sha256": content_fingerprint(weights)})
