@@ -1,0 +1,170 @@
+"""The model behind the page, loaded and run by the generate CLI's own code.
+
+Settings are read by ``cli.generate.read_settings`` from the Hydra config with the page's values merged
+in, the pipeline is built by ``cli.generate.build_pipeline`` and phrases are embedded by
+``cli.generate.prepare_phrases``: the page and ``interactdiffusion-generate`` load the same model and
+make the same image from the same scene and settings (the "CLI command" the page shows reproduces it).
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..cli.generate import InputError, build_pipeline, prepare_phrases, read_settings, scene_size
+from ..scene import Scene
+from ..vocab import COCO_CATEGORIES, phrase_of
+from .layout import PhraseChoices
+
+log = logging.getLogger("interactdiffusion.app")
+
+# The settings the page edits, as generate.yaml names them.
+PAGE_KEYS = ("negative_prompt", "seed", "steps", "guidance_scale", "beta")
+# Written into the CLI command from the loaded config (the app's defaults differ from generate.yaml's).
+COMMAND_KEYS = ("weights", "scheduler", "precision", "eta", "resolution", "use_scene_size")
+HICO_ANNOTATIONS = "hico_20160224_det/anno_bbox.mat"
+
+
+@dataclass(frozen=True)
+class PageSettings:
+    """What the page asks for besides the layout."""
+
+    negative_prompt: str
+    seed: int
+    steps: int
+    guidance_scale: float
+    beta: float
+    num_images: int = 1
+
+
+def hydra_value(value: Any) -> str:
+    """A value as a Hydra override writes it: strings quoted so commas and spaces stay one string."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+def phrase_choices(cfg: DictConfig) -> tuple[PhraseChoices, str]:
+    """The pickers' phrases and where they come from (``app.vocabulary``, see configs/app.yaml)."""
+    source = str(cfg.app.get("vocabulary") or "auto")
+    if source == "auto":
+        if str(cfg.backbone.get("name", "")).startswith("shapes"):
+            from ..shapes.world import ShapesWorld
+
+            return PhraseChoices.from_vocabulary(ShapesWorld().vocabulary()), "the HOI-Shapes world"
+        candidate = Path(str(cfg.paths.data_dir)) / HICO_ANNOTATIONS
+        if not candidate.is_file():
+            objects = sorted(phrase_of(name) for _, name in COCO_CATEGORIES)
+            return PhraseChoices(["person"], [], objects), (
+                f"COCO object names only: {candidate} not found, so actions are free text "
+                "(set app.vocabulary=<HICO-DET anno_bbox.mat> to pick them)"
+            )
+        source = str(candidate)
+    from ..data.annotations import load_vocabulary
+
+    try:
+        return PhraseChoices.from_vocabulary(load_vocabulary(source)), source
+    except (OSError, ValueError) as error:
+        raise InputError(f"setting 'app.vocabulary': {error}") from None
+
+
+class AppModel:
+    """One loaded pipeline and the config it came from; ``generate`` runs one call at a time."""
+
+    def __init__(self, cfg: DictConfig, choices: dict[str, str] | None = None, overrides: list[str] | None = None):
+        self.cfg = cfg
+        self.choices = dict(choices or {})  # config groups picked at launch (backbone=..., model=...)
+        self.overrides = list(overrides or [])  # the launch's other overrides, repeated in the CLI command
+        self.pipe = None
+        self.loaded = "nothing loaded yet"
+        self._lock = threading.Lock()
+
+    # -- loading -----------------------------------------------------------------------------------
+    def load(self, weights: str | None = None) -> str:
+        """Build the pipeline (optionally with other weights); on failure the old one stays loaded."""
+        cfg = self.cfg
+        if weights is not None:
+            cfg = OmegaConf.merge(cfg, {"weights": weights.strip() or None})
+        settings = read_settings(cfg)
+        pipe = build_pipeline(cfg, settings)
+        with self._lock:
+            self.cfg, self.pipe = cfg, pipe
+            self.loaded = f"{settings.backbone} with {settings.weights or 'no interaction weights'}"
+        return self.loaded
+
+    @property
+    def max_interactions(self) -> int:
+        from ..scene import MAX_INTERACTIONS
+
+        return int(getattr(self.pipe.unet.position_net, "max_interactions", MAX_INTERACTIONS))
+
+    # -- settings ----------------------------------------------------------------------------------
+    def merged(self, page: PageSettings) -> DictConfig:
+        values = {key: getattr(page, key) for key in PAGE_KEYS}
+        return OmegaConf.merge(self.cfg, values)
+
+    def check(self, scene: Scene, page: PageSettings, max_images: int) -> None:
+        """Everything Generate needs, checked before any step runs; ``InputError`` says what is wrong."""
+        if self.pipe is None:
+            raise InputError(f"no model is loaded ({self.loaded})")
+        limit = self.max_interactions
+        if len(scene.interactions) > limit:
+            raise InputError(
+                f"{len(scene.interactions)} interactions, but the loaded model takes at most {limit} "
+                "(max_interactions of its interaction module): remove some"
+            )
+        if not 1 <= page.num_images <= max_images:
+            raise InputError(f"number of images must be in [1, {max_images}], got {page.num_images}")
+
+    def generate(self, scene: Scene, page: PageSettings, max_images: int = 8):
+        """``page.num_images`` images of ``scene``; the first is what the generate CLI makes of it."""
+        self.check(scene, page, max_images)
+        cfg = self.merged(page)
+        settings = read_settings(cfg)
+        height, width = scene_size(scene, settings)
+        with self._lock:
+            prepare_phrases(self.pipe, cfg, [scene])
+            out = self.pipe(
+                [scene],
+                height=height,
+                width=width,
+                num_inference_steps=settings.steps,
+                guidance_scale=settings.guidance_scale,
+                interactdiffusion_scheduled_sampling_beta=settings.beta,
+                negative_prompt=settings.negative_prompt,
+                eta=settings.eta,
+                seed=settings.seed,
+                num_images_per_prompt=page.num_images,
+            )
+        return out.images
+
+    # -- the command line --------------------------------------------------------------------------
+    def cli_command(self, scene_file: Path, output_dir: Path, page: PageSettings) -> str:
+        """``interactdiffusion-generate ...`` that makes the page's first image from ``scene_file``."""
+        cfg = self.merged(page)
+        args = [f"{group}={name}" for group, name in self.choices.items() if group in ("backbone", "model")]
+        backbone_path = cfg.backbone.get("path")
+        if backbone_path:  # absolute: the default one is relative to the folder the app started in
+            args.append(f"backbone.path={hydra_value(str(Path(str(backbone_path)).expanduser().resolve()))}")
+        set_here = {"backbone", "model", "backbone.path", *COMMAND_KEYS, *PAGE_KEYS, "input", "output_dir"}
+        args += [o for o in self.overrides
+                 if o.split("=", 1)[0].lstrip("+~") not in set_here and not o.startswith(("app.", "hydra."))]
+        weights = cfg.get("weights")
+        for key in COMMAND_KEYS + PAGE_KEYS:
+            value = cfg.get(key)
+            if key == "weights" and weights:
+                value = str(Path(str(weights)).expanduser().resolve())
+            args.append(f"{key}={hydra_value(value)}")
+        args += [f"input={hydra_value(str(scene_file))}", f"output_dir={hydra_value(str(output_dir))}"]
+        return shlex.join(["interactdiffusion-generate", *args])
