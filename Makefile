@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv install demo test test-full lint bench clean reproduce-table toy-backbone reproduce-table-toy
+.PHONY: venv install demo app chromium test test-full lint bench clean reproduce-table toy-backbone reproduce-table-toy
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,10 +18,25 @@ venv install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m interactdiffusion.cli.demo
 
-test: $(STAMP)
+# The layout editor in the browser (interactdiffusion-app; ARGS="backbone=sd15 weights=..." for others).
+app: $(STAMP)
+	$(VENV)/bin/interactdiffusion-app $(ARGS)
+
+# The browser test (tests/test_app_browser.py) drives the system Chromium, never a downloaded one:
+# installed here with apt-get when missing; where that is not possible the test is skipped with the reason.
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		sudo=; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
+		echo "installing Chromium for the browser test (apt-get install chromium)"; \
+		{ $$sudo apt-get update -qq && $$sudo apt-get install -y -qq chromium; } \
+			|| echo "could not install Chromium: the browser test will be skipped"; \
+	else echo "no apt-get: install Chromium yourself, or the browser test will be skipped"; fi
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q -x --timeout=900
 
-test-full: $(STAMP)
+test-full: $(STAMP) chromium
 	$(PY) -m pytest -q -m "slow or not slow" --timeout=3600
 
 lint: $(STAMP)

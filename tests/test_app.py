@@ -79,6 +79,8 @@ def test_free_text_is_marked_outside_the_training_vocabulary():
 def test_hydra_value_keeps_commas_and_quotes_in_one_string():
     assert hydra_value("low quality, bad 'hands'") == r"'low quality, bad \'hands\''"
     assert hydra_value(None) == "null" and hydra_value(True) == "true" and hydra_value(0.5) == "0.5"
+    assert hydra_value("/weights/a-1.safetensors") == "/weights/a-1.safetensors"
+    assert hydra_value("null") == "'null'" and hydra_value("12") == "'12'" and hydra_value("") == "''"
 
 
 def test_cli_command_composes_the_settings_the_page_generates_with(tmp_path):
@@ -86,10 +88,11 @@ def test_cli_command_composes_the_settings_the_page_generates_with(tmp_path):
     cfg = app_config("beta=0.4", "eta=0.0")
     model = AppModel(cfg, {"backbone": "shapes", "model": "shapes_interactdiffusion"}, ["beta=0.4", "eta=0.0",
                                                                                        "app.port=9999"])
-    page = PageSettings(negative_prompt="blurry, 'odd'", seed=11, steps=3, guidance_scale=2.5, beta=0.3)
+    page = PageSettings(negative_prompt="blurry, 'odd' $HOME", seed=11, steps=3, guidance_scale=2.5, beta=0.3)
     command = model.cli_command(tmp_path / "scene.json", tmp_path / "out dir", page)
     argv = shlex.split(command)
     assert argv[0] == "interactdiffusion-generate" and not any(a.startswith("app.") for a in argv)
+    assert "backbone=shapes" in argv and "steps=3" in argv, command
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         generate_cfg = compose("generate", overrides=argv[1:])
     assert generate_cfg.input == str(tmp_path / "scene.json") and generate_cfg.output_dir == str(tmp_path / "out dir")
@@ -130,3 +133,36 @@ def test_exported_scene_is_what_the_generate_cli_reads(tmp_path):
     path.write_text(json.dumps([scene.to_dict()]))
     (read,) = read_scenes(path)
     assert read == scene and read.width == 400 and read.height == 300
+
+
+def test_cli_command_makes_the_pages_first_image_again(tmp_path):
+    """Generate on the page's model, then run the copied command through the generate CLI's ``run``."""
+    import numpy as np
+    from PIL import Image
+
+    from interactdiffusion.cli.generate import run
+
+    model = AppModel(app_config(), {"backbone": "shapes", "model": "shapes_interactdiffusion"})
+    model.load()
+    scene = scene_from_layout([box("subject 1", 40, 60, 250, 500), box("object 1", 260, 200, 470, 420)], [HOLD],
+                              width=512, height=512, seed=5)
+    page = PageSettings(negative_prompt="blurry, dark", seed=5, steps=2, guidance_scale=3.0, beta=0.5, num_images=2)
+    first, second = model.generate(scene, page)
+    scene_file = tmp_path / "scene.json"
+    scene_file.write_text(json.dumps([scene.to_dict()]))
+    argv = shlex.split(model.cli_command(scene_file, tmp_path / "images", page))
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        assert run(compose("generate", overrides=argv[1:] + ["device=cpu", "progress=false"])) == 1
+    again = np.asarray(Image.open(tmp_path / "images" / "scene.png"))
+    assert np.array_equal(again, np.asarray(first)) and not np.array_equal(again, np.asarray(second))
+
+
+def test_page_opens_with_the_load_error_when_the_weights_belong_to_another_backbone(tmp_path):
+    from interactdiffusion.app.launch import build_app
+
+    page, model = build_app(app_config("backbone=tiny", "model=interactdiffusion", f"app.output_dir={tmp_path}"))
+    assert model.pipe is None
+    status = next(block for block in page.blocks.values() if getattr(block, "elem_id", None) == "status")
+    assert status.value.startswith("**Error:** the model did not load:") and "not adapter keys" in status.value
+    with pytest.raises(InputError, match="no model is loaded .the model did not load"):
+        model.check(Scene("x"), PageSettings("", 0, 1, 1.0, 1.0), max_images=8)

@@ -40,7 +40,7 @@ def build_app(cfg: DictConfig, choices: dict[str, str] | None = None, overrides:
     try:
         log.info("loaded %s", model.load())
     except InputError as error:
-        load_error = f"the model did not load: {error}"
+        load_error = model.loaded = f"the model did not load: {error}"
         log.error("%s", load_error)
     choices_, source = phrase_choices(cfg)
     page = build_ui(

@@ -9,12 +9,14 @@ make the same image from the same scene and settings (the "CLI command" the page
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from ..cli.generate import InputError, build_pipeline, prepare_phrases, read_settings, scene_size
@@ -43,16 +45,34 @@ class PageSettings:
     num_images: int = 1
 
 
+_BARE = re.compile(r"^[A-Za-z0-9_/.\-:+@%]+$")
+_SHELL_SAFE_IN_DOUBLE_QUOTES = re.compile(r'^[^"$`\\!]*$')
+
+
 def hydra_value(value: Any) -> str:
-    """A value as a Hydra override writes it: strings quoted so commas and spaces stay one string."""
+    """A value as a Hydra override writes it: strings quoted unless plain (a path, a word) so commas and
+    spaces stay one string and "null" or "1" stay strings."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, (int, float)):
         return repr(value)
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{text}'"
+    text = str(value)
+    try:
+        plain = _BARE.match(text) and not isinstance(yaml.safe_load(text), (bool, int, float, type(None)))
+    except yaml.YAMLError:
+        plain = False
+    if plain:
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def shell_argument(arg: str) -> str:
+    """``key='a, b'`` stays readable in double quotes; anything a shell would expand is single-quoted."""
+    if re.match(r"^[\w/.\-:+@%=]+$", arg):
+        return arg
+    return f'"{arg}"' if _SHELL_SAFE_IN_DOUBLE_QUOTES.match(arg) else shlex.quote(arg)
 
 
 def phrase_choices(cfg: DictConfig) -> tuple[PhraseChoices, str]:
@@ -167,4 +187,4 @@ class AppModel:
                 value = str(Path(str(weights)).expanduser().resolve())
             args.append(f"{key}={hydra_value(value)}")
         args += [f"input={hydra_value(str(scene_file))}", f"output_dir={hydra_value(str(output_dir))}"]
-        return shlex.join(["interactdiffusion-generate", *args])
+        return " ".join(["interactdiffusion-generate", *(shell_argument(a) for a in args)])

@@ -60,8 +60,8 @@ def enlarged(image: Image.Image) -> Image.Image:
 
 
 def message(kind: str, text: str) -> str:
-    icon = {"error": "⚠️ **Error:**", "ok": "✅", "note": "ℹ️"}[kind]
-    return f"{icon} {text}"
+    prefix = {"error": "**Error:** ", "ok": "**Done:** ", "note": ""}[kind]
+    return prefix + text
 
 
 def shown(status: gr.Markdown) -> Callable:
@@ -146,7 +146,7 @@ def build_ui(model: AppModel, choices: PhraseChoices, vocabulary_source: str, *,
             images = gr.Slider(1, max_images, value=1, step=1, label="number of images", elem_id="images")
         generate = gr.Button("Generate", variant="primary", elem_id="generate")
         with gr.Row():
-            gallery = gr.Gallery(label="images", columns=4, elem_id="gallery", height=300)
+            gallery = gr.Gallery(label="images", columns=4, elem_id="gallery", height=300, object_fit="contain")
             overlay = gr.Image(label="layout on the first image", type="pil", elem_id="overlay", height=300)
         with gr.Accordion("Scene file and command line", open=True):
             with gr.Row():
@@ -184,7 +184,7 @@ def build_ui(model: AppModel, choices: PhraseChoices, vocabulary_source: str, *,
             outside = choices.outside(triplets)
             text = f"Vocabulary: {vocabulary_source}."
             if outside:
-                text += "\n\n" + "\n".join(f"- ⚠️ {line}" for line in outside)
+                text += "\n\n" + "\n".join(f"- **{line}**" for line in outside)
             return text
 
         def write_scene(scene: Scene, settings: PageSettings) -> tuple[Path, str, str]:
@@ -225,7 +225,10 @@ def build_ui(model: AppModel, choices: PhraseChoices, vocabulary_source: str, *,
         @shown(status)
         def on_import(file):
             path = Path(file if isinstance(file, str) else file.name)
-            scenes = read_scenes(path)
+            try:
+                scenes = read_scenes(path)
+            except SceneError as error:  # named by the file the user picked, not Gradio's upload copy
+                raise InputError(str(error).replace(str(path), path.name)) from None
             if not scenes:
                 raise InputError(f"{path.name}: no scenes")
             scene = scenes[0]
