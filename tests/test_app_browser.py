@@ -30,13 +30,14 @@ OBJECT = (280, 200, 460, 400)
 
 
 def chromium() -> str:
-    candidates = [os.environ.get("CHROMIUM_PATH"), "/usr/bin/chromium", shutil.which("chromium"),
-                  shutil.which("chromium-browser")]
+    """The system Chromium: $CHROMIUM_PATH when set, else /usr/bin/chromium or chromium(-browser) on PATH."""
+    chosen = os.environ.get("CHROMIUM_PATH")
+    candidates = [chosen] if chosen else ["/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")]
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
-    pytest.skip("browser test skipped: no Chromium (looked for $CHROMIUM_PATH, /usr/bin/chromium, chromium on "
-                "PATH); `make chromium` installs it with apt-get")
+    pytest.skip(f"browser test skipped: no Chromium at {', '.join(c for c in candidates if c) or 'PATH'} "
+                "(`make chromium` installs it with apt-get)")
 
 
 def free_port() -> int:
@@ -46,7 +47,14 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def chromium_executable() -> str:
+    """Skips (with the reason) before the app starts when there is nothing to drive it with."""
+    pytest.importorskip("playwright.sync_api", reason="browser test skipped: pip package playwright")
+    return chromium()
+
+
+@pytest.fixture(scope="module")
+def app_url(chromium_executable, tmp_path_factory):
     from interactdiffusion.app.launch import build_app, launch
 
     out = tmp_path_factory.mktemp("app")
@@ -61,11 +69,11 @@ def app_url(tmp_path_factory):
 
 
 @pytest.fixture
-def browser_page():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="browser test skipped: pip package playwright")
-    executable = chromium()
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+def browser_page(chromium_executable):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_executable, headless=True, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
         page.set_default_timeout(20_000)
         yield page
@@ -114,7 +122,7 @@ def status_shows(page, text: str):
     return page.locator("#status").inner_text()
 
 
-def test_draw_generate_export_and_refuse_in_chromium(app_url, browser_page, tmp_path):
+def test_draw_generate_export_and_refuse_in_chromium(app_url, browser_page, tmp_path, capsys):
     page = browser_page
     if ARTIFACTS.exists():
         shutil.rmtree(ARTIFACTS)
@@ -175,4 +183,5 @@ def test_draw_generate_export_and_refuse_in_chromium(app_url, browser_page, tmp_
     assert "interactions[0].object_box" in text and "is empty" in text, text
     shot("zero-area-box-refused")
     assert elsewhere == [], f"requests left localhost: {elsewhere}"
-    print(f"screenshots: {ARTIFACTS}")
+    with capsys.disabled():
+        print(f"\nbrowser test screenshots: {ARTIFACTS}")
