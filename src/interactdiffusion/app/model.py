@@ -1,9 +1,10 @@
 """The model behind the page, loaded and run by the generate CLI's own code.
 
 Settings are read by ``cli.generate.read_settings`` from the Hydra config with the page's values merged
-in, the pipeline is built by ``cli.generate.build_pipeline`` and phrases are embedded by
-``cli.generate.prepare_phrases``: the page and ``interactdiffusion-generate`` load the same model and
-make the same image from the same scene and settings (the "CLI command" the page shows reproduces it).
+in, the pipeline is built by ``cli.generate.build_pipeline``, phrases are embedded by
+``cli.generate.prepare_phrases`` and images are made by ``cli.generate.sample``: the page and
+``interactdiffusion-generate`` load the same model and make the same image from the same scene and
+settings (the "CLI command" the page shows reproduces it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from ..cli.generate import InputError, build_pipeline, prepare_phrases, read_settings, scene_size
+from ..cli.generate import InputError, build_pipeline, prepare_phrases, read_settings, sample, scene_size
 from ..scene import Scene
 from ..vocab import COCO_CATEGORIES, phrase_of
 from .layout import PhraseChoices
@@ -152,22 +153,9 @@ class AppModel:
         self.check(scene, page, max_images)
         cfg = self.merged(page)
         settings = read_settings(cfg)
-        height, width = scene_size(scene, settings)
         with self._lock:
             prepare_phrases(self.pipe, cfg, [scene])
-            out = self.pipe(
-                [scene],
-                height=height,
-                width=width,
-                num_inference_steps=settings.steps,
-                guidance_scale=settings.guidance_scale,
-                interactdiffusion_scheduled_sampling_beta=settings.beta,
-                negative_prompt=settings.negative_prompt,
-                eta=settings.eta,
-                seed=settings.seed,
-                num_images_per_prompt=page.num_images,
-            )
-        return out.images
+            return sample(self.pipe, [scene], settings, scene_size(scene, settings), page.num_images).images
 
     # -- the command line --------------------------------------------------------------------------
     def cli_command(self, scene_file: Path, output_dir: Path, page: PageSettings) -> str:

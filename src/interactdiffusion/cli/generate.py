@@ -295,6 +295,23 @@ def batches(scenes: Sequence[Scene], settings: Settings) -> Iterator[tuple[tuple
             yield size, group[start : start + settings.batch_size]
 
 
+def sample(pipe, scenes: Sequence[Scene], settings: Settings, size: tuple[int, int], images_per_scene: int = 1):
+    """One pipeline call with the recorded settings (also the app's Generate: the same image per scene)."""
+    height, width = size
+    return pipe(
+        list(scenes),
+        height=height,
+        width=width,
+        num_inference_steps=settings.steps,
+        guidance_scale=settings.guidance_scale,
+        interactdiffusion_scheduled_sampling_beta=settings.beta,
+        negative_prompt=settings.negative_prompt,
+        eta=settings.eta,
+        seed=settings.seed,
+        num_images_per_prompt=images_per_scene,
+    )
+
+
 # -- phrase cache ----------------------------------------------------------------------------------
 def read_phrase_cache(path: Path, fingerprint: str | None = None):
     """A phrase → vector table from ``.safetensors`` (keys are phrases) or a torch file.
@@ -432,17 +449,7 @@ def run(cfg: DictConfig) -> int:
     with progress_bar(bool(cfg.get("progress", True))) as bar:
         task = bar.add_task("generate", total=len(todo))
         for (height, width), batch in batches(todo, settings):
-            out = pipe(
-                batch,
-                height=height,
-                width=width,
-                num_inference_steps=settings.steps,
-                guidance_scale=settings.guidance_scale,
-                interactdiffusion_scheduled_sampling_beta=settings.beta,
-                negative_prompt=settings.negative_prompt,
-                eta=settings.eta,
-                seed=settings.seed,
-            )
+            out = sample(pipe, batch, settings, (height, width))
             for scene, image, seed in zip(batch, out.images, out.seeds):
                 image_name, boxes_name = output_names(scene)
                 save_png(image, output_dir / image_name)
