@@ -2,7 +2,8 @@
 
 Draw a subject box, name the triplet, see the "missing box" message, draw the object box, generate (an
 image appears, no request leaves localhost), export the scene JSON (the drawn boxes, normalised, within
-one pixel), import a scene with a zero-area box (its message appears). A screenshot of every step is kept
+one pixel), import a scene with a zero-area box (its message appears), import a valid two-interaction
+scene (its rows appear). A screenshot of every step is kept
 under logs/test-artifacts/app-browser/. Without Chromium (``make chromium`` installs it where apt-get is
 available) or the playwright package, the test is skipped with the reason.
 """
@@ -182,6 +183,19 @@ def test_draw_generate_export_and_refuse_in_chromium(app_url, browser_page, tmp_
     text = status_shows(page, "Error")
     assert "interactions[0].object_box" in text and "is empty" in text, text
     shot("zero-area-box-refused")
+
+    second = {"subject": "person", "action": "kicking", "object": "sports ball",
+              "subject_box": [0.1, 0.1, 0.3, 0.9], "object_box": [0.6, 0.7, 0.8, 0.9]}
+    good = tmp_path / "two.json"
+    good.write_text(json.dumps([{**scene, "seed": 1234, "interactions": [inter, second]}]))
+    with page.expect_file_chooser() as chooser:
+        page.locator("#import").click()
+    chooser.value.set_files(str(good))
+    status_shows(page, "Imported scene 'scene' from two.json")
+    page.locator("#object-2 input").wait_for(state="visible")
+    assert page.locator("#object-2 input").input_value() == "sports ball"
+    assert page.locator("#seed input").input_value() == "1234"
+    shot("imported-two-interactions")
     assert elsewhere == [], f"requests left localhost: {elsewhere}"
     with capsys.disabled():
         print(f"\nbrowser test screenshots: {ARTIFACTS}")
