@@ -166,3 +166,20 @@ def test_page_opens_with_the_load_error_when_the_weights_belong_to_another_backb
     assert status.value.startswith("**Error:** the model did not load:") and "not adapter keys" in status.value
     with pytest.raises(InputError, match="no model is loaded .the model did not load"):
         model.check(Scene("x"), PageSettings("", 0, 1, 1.0, 1.0), max_images=8)
+
+
+def test_pickers_offer_the_hico_det_vocabulary_found_under_the_data_dir(tmp_path):
+    """backbone=sd-like: the vocabulary of ${paths.data_dir}/hico_20160224_det/anno_bbox.mat, else COCO objects."""
+    from interactdiffusion.data.synthetic import write_synthetic_hicodet
+
+    choices, source = phrase_choices(app_config("backbone=tiny", f"paths.data_dir={tmp_path}"))
+    assert choices.actions == [] and "sports ball" in choices.objects and "not found" in source
+    data = write_synthetic_hicodet(tmp_path / "hico_20160224_det", num_train=6, num_test=4, formats=("mat",),
+                                   write_images=False)
+    choices, source = phrase_choices(app_config("backbone=tiny", f"paths.data_dir={tmp_path}"))
+    assert source.endswith("hico_20160224_det/anno_bbox.mat")
+    assert set(choices.actions) == {data.vocab.action_phrase(v) for v in range(data.vocab.num_verbs)}
+    assert choices.outside([Triplet("person", "juggling", "cup")]) == [
+        "interaction 1: action 'juggling' is outside the training vocabulary"]
+    with pytest.raises(InputError, match="app.vocabulary"):
+        phrase_choices(app_config(f"app.vocabulary={tmp_path / 'missing.json'}"))
