@@ -37,9 +37,81 @@ COCO_CATEGORIES: tuple[tuple[int, str], ...] = (
 )
 
 
+# HICO-DET's 117 verbs (``list_action.vname``), alphabetical: the verb order of every HICO-DET file.
+HICO_VERBS: tuple[str, ...] = (
+    "adjust", "assemble", "block", "blow", "board", "break", "brush_with", "buy", "carry", "catch", "chase",
+    "check", "clean", "control", "cook", "cut", "cut_with", "direct", "drag", "dribble", "drink_with", "drive",
+    "dry", "eat", "eat_at", "exit", "feed", "fill", "flip", "flush", "fly", "greet", "grind", "groom", "herd",
+    "hit", "hold", "hop_on", "hose", "hug", "hunt", "inspect", "install", "jump", "kick", "kiss", "lasso",
+    "launch", "lick", "lie_on", "lift", "light", "load", "lose", "make", "milk", "move", "no_interaction",
+    "open", "operate", "pack", "paint", "park", "pay", "peel", "pet", "pick", "pick_up", "point", "pour",
+    "pull", "push", "race", "read", "release", "repair", "ride", "row", "run", "sail", "scratch", "serve",
+    "set", "shear", "sign", "sip", "sit_at", "sit_on", "slide", "smell", "spin", "squeeze", "stab",
+    "stand_on", "stand_under", "stick", "stir", "stop_at", "straddle", "swing", "tag", "talk_on", "teach",
+    "text_on", "throw", "tie", "toast", "train", "turn", "type_on", "walk", "wash", "watch", "wave", "wear",
+    "wield", "zip",
+)
+_HICO_VERB_SET = frozenset(HICO_VERBS)
+NO_INTERACTION = "no_interaction"
+# The official phrase cache (``DATA/clip_phrases_feature_cache.pth``, whose embeddings the released
+# weights were trained on) holds the action of ``no_interaction`` as "with".
+NO_INTERACTION_PHRASE = "with"
+# ``list_action.vname_ing`` keeps these spellings (not "controlling", "sipping", ...); the official
+# phrases, and so the released weights, use them. Every other HICO-DET verb follows the rules below.
+_HICO_ING = {"control": "controling", "sip": "siping", "spin": "spining", "stir": "stiring", "tie": "tieing",
+             "lie": "lying", NO_INTERACTION: NO_INTERACTION}
+_VOWELS = set("aeiou")
+
+
 def phrase_of(name: str) -> str:
     """Annotation names use underscores ("sports_ball", "sit_on"); phrases use spaces."""
     return name.replace("_", " ").strip()
+
+
+def verb_ing(verb: str) -> str:
+    """The "-ing" form of a verb name as HICO-DET's ``list_action.vname_ing`` spells it
+    ("ride" → "riding", "sit_on" → "sitting_on", "control" → "controling").
+
+    Needed for files that carry no "-ing" forms (fredzzhang's json), so that every annotation format
+    gives the same phrases; verbs outside HICO-DET get the ordinary English spelling rules.
+    """
+    head, sep, tail = verb.partition("_")
+    if verb in _HICO_ING:
+        return _HICO_ING[verb]
+    if head in _HICO_ING:
+        return _HICO_ING[head] + sep + tail
+    if head.endswith("ie"):
+        ing = head[:-2] + "ying"
+    elif head.endswith("e") and not head.endswith(("ee", "ye", "oe")) and len(head) > 2:
+        ing = head[:-1] + "ing"
+    else:
+        vowel_groups = sum(
+            1 for i, ch in enumerate(head) if ch in _VOWELS and (i == 0 or head[i - 1] not in _VOWELS)
+        )
+        cvc = (
+            len(head) >= 3
+            and head[-1] not in _VOWELS | set("wxy")
+            and head[-2] in _VOWELS
+            and head[-3] not in _VOWELS
+        )
+        ing = head + head[-1] + "ing" if cvc and vowel_groups == 1 else head + "ing"
+    return ing + sep + tail
+
+
+def official_action_phrase(verb: str, ing: str | None = None) -> str:
+    """The action phrase of a verb as the official phrase cache has it: "riding", "sitting on",
+    "controling", and "with" for ``no_interaction``. ``ing``: the file's own "-ing" form, if any."""
+    if verb == NO_INTERACTION:
+        return NO_INTERACTION_PHRASE
+    if verb in _HICO_VERB_SET or not ing:  # HICO-DET's own spelling, whatever the file wrote
+        return phrase_of(verb_ing(verb))
+    return phrase_of(ing)
+
+
+def official_phrases() -> list[str]:
+    """HICO-DET's 197 phrases (80 object names, then 117 actions), the keys of the official phrase cache."""
+    objects = sorted(phrase_of(name) for _, name in COCO_CATEGORIES)
+    return objects + [official_action_phrase(v) for v in HICO_VERBS]
 
 
 @dataclass(frozen=True)
@@ -114,7 +186,8 @@ class HOIVocabulary:
         raise KeyError(f"unknown verb {name!r}")
 
     def action_phrase(self, verb: int) -> str:
-        return phrase_of(self.verb_ing[verb])
+        """The official phrase of a verb (``official_action_phrase``): the token and caption text."""
+        return official_action_phrase(self.verbs[verb], self.verb_ing[verb])
 
     def object_phrase(self, obj: int) -> str:
         return phrase_of(self.objects[obj])

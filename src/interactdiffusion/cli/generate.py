@@ -312,40 +312,6 @@ def sample(pipe, scenes: Sequence[Scene], settings: Settings, size: tuple[int, i
     )
 
 
-# -- phrase cache ----------------------------------------------------------------------------------
-def read_phrase_cache(path: Path, fingerprint: str | None = None):
-    """A phrase → vector table from ``.safetensors`` (keys are phrases) or a torch file.
-
-    A safetensors cache written for another text encoder (its ``text_encoder`` metadata differs from
-    ``fingerprint``) is ignored with a warning: its vectors would silently mean something else.
-    """
-    import torch
-
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as fh:
-            recorded = (fh.metadata() or {}).get("text_encoder")
-            if fingerprint and recorded and recorded != fingerprint:
-                log.warning("phrase cache %s was made with another text encoder; ignoring it", path)
-                return {}
-            return {k: fh.get_tensor(k) for k in fh.keys()}
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(raw, dict) and "phrases" in raw and "embeddings" in raw:
-        return dict(zip(raw["phrases"], raw["embeddings"]))
-    if isinstance(raw, dict) and all(isinstance(v, torch.Tensor) for v in raw.values()):
-        return dict(raw)
-    raise InputError(f"setting 'phrase_cache': {path} is not a phrase -> vector table")
-
-
-def write_phrase_cache(path: Path, table, fingerprint: str) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {k: v.float().contiguous() for k, v in table.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata={"text_encoder": fingerprint}))
-
-
 # -- the run -------------------------------------------------------------------------------------
 def build_pipeline(cfg: DictConfig, settings: Settings):
     from ..models.backbone import BackboneError, build_backbone
@@ -373,14 +339,25 @@ def build_pipeline(cfg: DictConfig, settings: Settings):
 
 
 def prepare_phrases(pipe, cfg: DictConfig, scenes: Sequence[Scene]) -> None:
-    """Embed every phrase of the job once, before any image: embeddings never depend on batching."""
+    """Embed every phrase of the job once, before any image: embeddings never depend on batching.
+
+    ``phrase_cache``: a file in the training cache's format (``data/phrase_cache.py``; the official
+    ``clip_phrases_feature_cache.pth`` is read too), or a folder, where the file is named by the text
+    encoder's fingerprint exactly as training's ``recipe.phrase_cache_dir`` names it.
+    """
+    from ..data.phrase_cache import PhraseCacheError, phrase_cache_file, read_phrase_table, write_phrase_table
     from ..models.backbone import module_fingerprint
 
     cache = cfg.get("phrase_cache")
     path = Path(cache).expanduser() if cache else None
     fingerprint = module_fingerprint(pipe.text_encoder) if path else None
+    if path is not None and (path.is_dir() or not path.suffix):
+        path = phrase_cache_file(path, fingerprint)
     if path is not None and path.is_file():
-        pipe.preload_phrases(read_phrase_cache(path, fingerprint))
+        try:
+            pipe.preload_phrases(read_phrase_table(path, fingerprint))
+        except (PhraseCacheError, ValueError) as error:
+            raise InputError(f"setting 'phrase_cache': {error}") from None
     phrases = sorted({p for s in scenes for i in s.interactions for p in (i.subject, i.object, i.action)})
     known = set(pipe.phrase_table())
     missing = [p for p in phrases if p not in known]
@@ -388,7 +365,7 @@ def prepare_phrases(pipe, cfg: DictConfig, scenes: Sequence[Scene]) -> None:
         log.info("embedding %d phrases", len(missing))
         pipe.encode_phrases(missing)
     if path is not None and (missing or not path.is_file()):
-        write_phrase_cache(path, pipe.phrase_table(), fingerprint)
+        write_phrase_table(path, pipe.phrase_table(), fingerprint)
 
 
 def progress_bar(enabled: bool):

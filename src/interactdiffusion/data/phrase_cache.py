@@ -19,34 +19,87 @@ import torch
 log = logging.getLogger(__name__)
 
 
+class PhraseCacheError(ValueError):
+    """A file given as a phrase cache that holds no phrase → vector table."""
+
+
 def phrase_cache_file(cache_dir: str | Path, fingerprint: str) -> Path:
     return Path(cache_dir) / f"phrases-{fingerprint}.safetensors"
 
 
-def _read(file: Path) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
+def _vectors(table: dict, file: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for phrase, vector in table.items():
+        if not isinstance(phrase, str) or not isinstance(vector, torch.Tensor) or vector.numel() == 0:
+            raise PhraseCacheError(f"{file}: entry {phrase!r} is not a phrase with a vector")
+        out[phrase] = vector.detach().float().reshape(-1)  # the official file stores [1, 768] rows
+    return out
 
-    try:
-        with safe_open(str(file), framework="pt") as fh:
-            phrases = json.loads(fh.metadata()["phrases"])
-            table = fh.get_tensor("embeddings")
-    except Exception as err:  # a truncated or foreign file is recomputed, not fatal
-        log.warning("ignoring unreadable phrase cache %s (%s)", file, err)
+
+def read_phrase_table(file: str | Path, fingerprint: str | None = None) -> dict[str, torch.Tensor]:
+    """The phrase → vector table of one file, whoever wrote it.
+
+    Accepted: our safetensors (``embeddings`` [P, D] + ``phrases`` metadata, written by training and by
+    ``interactdiffusion-generate phrase_cache=``), a safetensors with one tensor per phrase, and a torch
+    dict phrase → vector such as the official ``DATA/clip_phrases_feature_cache.pth`` (read with
+    ``weights_only``). A table recorded for another text encoder than ``fingerprint`` is ignored with a
+    warning: its vectors would silently mean something else.
+    """
+    file = Path(file)
+    if file.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(file), framework="pt") as fh:
+                metadata = fh.metadata() or {}
+                if "phrases" in metadata:
+                    phrases = json.loads(metadata["phrases"])
+                    table = dict(zip(phrases, fh.get_tensor("embeddings")))
+                    if len(table) != len(phrases) or fh.get_slice("embeddings").get_shape()[0] != len(phrases):
+                        raise PhraseCacheError(f"{file}: {len(phrases)} phrases but another number of embeddings")
+                else:
+                    table = {k: fh.get_tensor(k) for k in fh.keys()}
+        except PhraseCacheError:
+            raise
+        except Exception as err:
+            raise PhraseCacheError(f"{file}: not a readable safetensors phrase cache ({err})") from None
+        recorded = metadata.get("text_encoder")
+    else:
+        try:
+            raw = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise PhraseCacheError(f"{file}: not a readable torch phrase cache ({err})") from None
+        if isinstance(raw, dict) and "phrases" in raw and "embeddings" in raw:
+            raw = dict(zip(raw["phrases"], raw["embeddings"]))
+        if not isinstance(raw, dict):
+            raise PhraseCacheError(f"{file}: not a phrase -> vector table")
+        table, recorded = raw, None
+    if fingerprint and recorded and recorded != fingerprint:
+        log.warning("phrase cache %s was made with another text encoder; ignoring it", file)
         return {}
-    if table.shape[0] != len(phrases):
-        return {}
-    return dict(zip(phrases, table))
+    return _vectors(table, file)
 
 
-def _write(file: Path, table: dict[str, torch.Tensor]) -> None:
+def write_phrase_table(file: str | Path, table: dict[str, torch.Tensor], fingerprint: str) -> None:
+    """Write ``table`` atomically in the one format every reader here accepts."""
     from safetensors.torch import save_file
 
+    file = Path(file)
     phrases = list(table)
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-    save_file({"embeddings": torch.stack([table[p] for p in phrases]).contiguous()}, str(tmp),
-              metadata={"phrases": json.dumps(phrases)})
+    embeddings = torch.stack([table[p].float().reshape(-1) for p in phrases]) if phrases else torch.zeros(0, 0)
+    save_file({"embeddings": embeddings.contiguous()}, str(tmp),
+              metadata={"phrases": json.dumps(phrases), "text_encoder": fingerprint})
     tmp.replace(file)
+
+
+def _read_or_forget(file: Path, fingerprint: str) -> dict[str, torch.Tensor]:
+    try:
+        return read_phrase_table(file, fingerprint)
+    except PhraseCacheError as err:  # a truncated or foreign file in our own cache is recomputed, not fatal
+        log.warning("ignoring unreadable phrase cache (%s)", err)
+        return {}
 
 
 def load_or_compute_phrase_table(
@@ -67,13 +120,13 @@ def load_or_compute_phrase_table(
 
         fingerprint = module_fingerprint(phrase_encoder.text_encoder)
     file = phrase_cache_file(cache_dir, fingerprint)
-    table = _read(file) if file.is_file() else {}
+    table = _read_or_forget(file, fingerprint) if file.is_file() else {}
     missing = list(dict.fromkeys(p for p in phrases if p not in table))
     if missing:
         log.info("encoding %d phrases (cache %s)", len(missing), file)
         for phrase, vector in zip(missing, phrase_encoder(missing)):
             table[phrase] = vector.detach().float().cpu()
-        _write(file, table)
+        write_phrase_table(file, table, fingerprint)
     if hasattr(phrase_encoder, "preload"):
         phrase_encoder.preload(table)
     if not phrases:

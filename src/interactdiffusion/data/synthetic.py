@@ -270,6 +270,16 @@ def ensure_synthetic_hicodet(out_dir: str | Path, **kwargs) -> Path:
     return root
 
 
+def hico_verbs_vocabulary() -> HOIVocabulary:
+    """All 117 HICO-DET verbs, each with one of the 80 COCO objects (every object used), "-ing" forms as
+    ``list_action.vname_ing`` spells them: what tests need to compare the phrases of the three formats."""
+    from ..vocab import COCO_CATEGORIES, HICO_VERBS, verb_ing
+
+    objects = sorted(name for _, name in COCO_CATEGORIES)
+    pairs = sorted((objects[k % len(objects)], verb) for k, verb in enumerate(HICO_VERBS))
+    return HOIVocabulary.from_action_list([(o, v, verb_ing(v)) for o, v in pairs])
+
+
 def full_scale_vocabulary(num_classes: int = 600, num_verbs: int = 117) -> HOIVocabulary:
     """A vocabulary with HICO-DET's sizes (600 classes, 117 verbs, the 80 COCO objects) for benchmarks.
 

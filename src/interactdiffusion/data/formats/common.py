@@ -213,37 +213,3 @@ def train_counts_of(records: Sequence[ImageRecord], num_classes: int) -> np.ndar
 def with_counts(vocab: HOIVocabulary, counts) -> HOIVocabulary:
     return HOIVocabulary(list(vocab.objects), list(vocab.verbs), list(vocab.verb_ing), list(vocab.classes),
                          None if counts is None else np.asarray(counts, dtype=np.int64))
-
-
-# Irregular "-ing" forms among HICO-DET's verbs; everything else follows the spelling rules below.
-_IRREGULAR_ING = {"control": "controlling", "no_interaction": "no_interaction", "lie": "lying", "tie": "tying"}
-_VOWELS = set("aeiou")
-
-
-def verb_ing(verb: str) -> str:
-    """The "-ing" form of a HICO-DET verb name ("ride" → "riding", "sit_on" → "sitting_on").
-
-    Only needed for files that carry no "-ing" forms (fredzzhang's json); ``anno_bbox.mat`` has the
-    official ones in ``list_action.vname_ing``, which are used whenever they are available.
-    """
-    if verb in _IRREGULAR_ING:
-        return _IRREGULAR_ING[verb]
-    head, sep, tail = verb.partition("_")
-    if head in _IRREGULAR_ING:
-        return _IRREGULAR_ING[head] + sep + tail
-    if head.endswith("ie"):
-        ing = head[:-2] + "ying"
-    elif head.endswith("e") and not head.endswith(("ee", "ye", "oe")) and len(head) > 2:
-        ing = head[:-1] + "ing"
-    else:
-        vowel_groups = sum(
-            1 for i, ch in enumerate(head) if ch in _VOWELS and (i == 0 or head[i - 1] not in _VOWELS)
-        )
-        cvc = (
-            len(head) >= 3
-            and head[-1] not in _VOWELS | set("wxy")
-            and head[-2] in _VOWELS
-            and head[-3] not in _VOWELS
-        )
-        ing = head + head[-1] + "ing" if cvc and vowel_groups == 1 else head + "ing"
-    return ing + sep + tail

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...vocab import RARE_THRESHOLD, HOIVocabulary
+from ...vocab import RARE_THRESHOLD, HOIVocabulary, verb_ing
 from ..records import ImageRecord
-from .common import AnnotationError, RecordBuilder, as_int, verb_ing
+from .common import AnnotationError, RecordBuilder, as_int
 
 REQUIRED_KEYS = ("annotation", "filenames", "size", "objects", "verbs", "correspondence")
 
