@@ -236,7 +236,8 @@ def test_real_images_row(tmp_path, hicodet, monkeypatch):
     assert run_eval(tmp_path, hicodet, out, "eval.real_images=true", "row=real") == 0
     results = read_results(out)
     check_results(results)
-    assert results["num_layouts"] == NUM_TEST - 1 == results["num_images"]  # every layout (limit 6 > 5)
+    # every test image (Default setting), also the one without a visible pair; 5 of them have a layout
+    assert results["num_layouts"] == NUM_TEST - 1 and results["num_images"] == NUM_TEST
     assert results["fid"] is None and results["kid_mean"] is None  # "–" in the paper's table
     assert not (out / "images").exists()  # nothing generated
     # detections are in the original image's pixels (the GT is used as is)
@@ -245,7 +246,7 @@ def test_real_images_row(tmp_path, hicodet, monkeypatch):
     assert "–" in (out / "results.md").read_text()
 
     # the real images are scored at their own size against the GT as it is
-    use_oracle(monkeypatch, load_annotations(hicodet / "anno_bbox.mat", "test", cache_dir=False).non_empty())
+    use_oracle(monkeypatch, load_annotations(hicodet / "anno_bbox.mat", "test", cache_dir=False).records)
     out = tmp_path / "real_oracle"
     assert run_eval(tmp_path, hicodet, out, "eval.real_images=true", "row=real", "detector.kind=oracle") == 0
     assert_perfect(out)
@@ -341,3 +342,30 @@ def test_two_ranks_share_the_generation(tmp_path, hicodet, monkeypatch):
     assert results["num_images"] == 4 and len(png_times(out)) == 4
     info = json.loads((out / "run.json").read_text())
     assert info["world_size"] == 2 and info["generated_this_run"] == 2
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_official_image_files_and_known_object_labels(tmp_path, hicodet):
+    """eval.image_format=jpg + truncate: <file_name>.jpg at quality 75, recorded in results.json; without
+    anno.mat the official Known Object falls back to the GT objects and results.md says so."""
+    from PIL import Image
+
+    out = tmp_path / "jpg"
+    jpg = ["eval.limit=2", "eval.image_format=jpg", "eval.quantize=truncate", "eval.jpeg_quality=75"]
+    assert run_eval(tmp_path, hicodet, out, *jpg) == 0
+    names = sorted(p.name for p in (out / "images").iterdir() if p.suffix in (".jpg", ".png"))
+    assert names == ["HICO_test2015_00000001.jpg", "HICO_test2015_00000003.jpg"]
+    with Image.open(out / "images" / names[0]) as image:
+        assert image.format == "JPEG"
+    settings = read_results(out)["settings"]
+    assert (settings["image_format"], settings["jpeg_quality"], settings["quantize"]) == ("jpg", 75, "truncate")
+    generation = json.loads((out / "images" / "generation.json").read_text())
+    assert generation["image_format"] == "jpg" and generation["quantize"] == "truncate"
+    assert "Known Object (`official`) used the objects of each image's GT" in (out / "results.md").read_text()
+
+    labelled = tmp_path / "labelled"
+    assert run_eval(tmp_path, hicodet, labelled, "eval.limit=2", f"data.anno_mat={hicodet / 'anno.mat'}") == 0
+    assert "Warning" not in (labelled / "results.md").read_text()
+    assert json.loads((labelled / "map_official.json").read_text())["settings"]["known_object_source"] == "anno_mat"
+    missing = tmp_path / "missing"
+    assert run_eval(tmp_path, hicodet, missing, "eval.limit=2", f"data.anno_mat={tmp_path / 'no' / 'anno.mat'}") == 2

@@ -23,6 +23,9 @@ def test_every_table_row_composes_as_an_eval_run(row, tmp_path):
     assert cfg["eval"]["steps"] == 50 and cfg["eval"]["guidance_scale"] == 7.5 and cfg["eval"]["seed"] == 489
     assert cfg["eval"]["scheduler"] == "plms" and cfg["eval"]["resolution"] == 512
     assert cfg["eval"]["real_images"] == (row == "real")
+    # the official batch inference's files: <file_name>.jpg at PIL's quality 75, truncated to uint8
+    assert (cfg["eval"]["image_format"], cfg["eval"]["jpeg_quality"], cfg["eval"]["quantize"]) == ("jpg", 75, "truncate")
+    assert cfg["data"]["anno_mat"] == f"{tmp_path}/data/hico_20160224_det/anno.mat"
     if row in ("gligen", "gligen_star"):
         assert cfg["model"]["grounding"]["kind"] == "gligen"
     if row == "sd14":
@@ -35,6 +38,7 @@ def test_dry_run_lists_every_missing_input_with_its_path(tmp_path, capsys):
     out = capsys.readouterr().out
     expected = [
         data / "hico_20160224_det" / "anno_bbox.mat",
+        data / "hico_20160224_det" / "anno.mat",
         data / "hico_20160224_det" / "images" / "test2015",
         weights / "stable-diffusion-v1-4",
         weights / "gligen-1-4-generation-text-box",
@@ -46,7 +50,7 @@ def test_dry_run_lists_every_missing_input_with_its_path(tmp_path, capsys):
     for path in expected:
         line = next((text for text in out.splitlines() if str(path) in text), None)
         assert line is not None and "MISSING" in line, path
-    assert "0 present, 8 missing." in out
+    assert "0 present, 9 missing." in out
     assert out.count("interactdiffusion.cli.eval experiment=table/") == len(DEFAULT_ROWS)
     # 4 generating rows x 9,546 layouts (the annotations are not here to count them)
     assert "about 38,184" in out
@@ -59,7 +63,7 @@ def test_present_inputs_are_reported_present(tmp_path, capsys):
     main(["--dry-run", "--rows", "sd14", f"paths.data_dir={tmp_path}/d", f"paths.weights_dir={weights}"])
     out = capsys.readouterr().out
     assert "[present] backbone sd14" in out and "[present] detector qpic weights" in out
-    assert "2 present, 3 missing." in out
+    assert "2 present, 4 missing." in out
 
 
 def _fake_row(root: Path, row: str, meaningful: bool = True) -> None:

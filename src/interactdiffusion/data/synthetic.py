@@ -10,6 +10,7 @@ the arguments and ``seed``.
 Folder layout, mirroring where the real files usually live::
 
     out_dir/anno_bbox.mat                       official annotations, both splits + list_action
+    out_dir/anno.mat                            image-level test labels (anno_test, list_test)
     out_dir/instances_{train,test}2015.json     fredzzhang/hicodet layout
     out_dir/annotations/trainval_hico.json      PPDM/QPIC layout (+ corre_hico.npy)
     out_dir/annotations/test_hico.json
@@ -33,6 +34,7 @@ from .records import ImageRecord, PairRecord
 from .writers import (
     group_pairs_by_hoi,
     write_anno_bbox_mat,
+    write_anno_mat,
     write_corre_hico,
     write_instances_json,
     write_qpic_json,
@@ -227,6 +229,7 @@ def write_synthetic_hicodet(
     out = SyntheticHICODET(root, vocab, train, test, invisible)
     if "mat" in formats:
         write_anno_bbox_mat(out.anno_bbox_mat, train, test, vocab, invisible=invisible)
+        write_anno_mat(root / "anno.mat", test, vocab, invisible=invisible)
     if "qpic" in formats:
         write_qpic_json(out.trainval_hico, train, vocab, with_hoi_ids=True)
         write_qpic_json(out.test_hico, test, vocab, with_hoi_ids=False)

@@ -172,6 +172,32 @@ def write_anno_bbox_mat(
     return path
 
 
+def write_anno_mat(
+    path: str | Path,
+    test_records: Sequence[ImageRecord],
+    vocab: HOIVocabulary,
+    invisible: Mapping[str, Sequence[int]] | None = None,
+) -> Path:
+    """Write HICO-DET's ``anno.mat`` image-level labels: ``anno_test`` [classes, images] (1 for every class
+    annotated in the image, visible or not; -1 otherwise) and ``list_test`` (the file names)."""
+    import numpy as np
+    from scipy.io import savemat
+
+    invisible = invisible or {}
+    labels = -np.ones((vocab.num_classes, len(test_records)))
+    for k, record in enumerate(test_records):
+        for hoi in [p.hoi for p in record.pairs] + list(invisible.get(record.file_name, ())):
+            labels[hoi, k] = 1.0
+    names = np.empty((len(test_records), 1), dtype=object)
+    names[:, 0] = [r.file_name for r in test_records]
+    path = Path(path)
+    tmp = _atomic_path(path)
+    with tmp.open("wb") as fh:
+        savemat(fh, {"anno_test": labels, "list_test": names}, do_compression=False)
+    tmp.replace(path)
+    return path
+
+
 # -- PPDM / QPIC json -------------------------------------------------------------------------------
 def _json_box(box: Sequence[float]) -> list[int | float]:
     return [plain_number(v) for v in continuous_to_one_based(box)]

@@ -20,7 +20,7 @@ from ..resume import settings_difference
 from ..scene import Scene
 from ..vocab import HOIVocabulary
 from . import report
-from .image_io import chunks, save_png_atomic
+from .image_io import chunks, image_suffix, save_image_atomic, to_uint8
 from .settings import EvalError, EvalSettings, absolute, plain
 from .sharding import Shard
 
@@ -35,14 +35,17 @@ class Layout:
 
     record: ImageRecord
     scene: Scene
+    image_format: str = "png"
 
     @property
     def image_name(self) -> str:
-        return f"{self.scene.id}.png"
+        return f"{self.scene.id}{image_suffix(self.image_format)}"
 
 
-def make_layouts(records: Iterable[ImageRecord], vocab: HOIVocabulary, resolution: int, limit: int | None = None) -> list[Layout]:
-    """The layouts of the records with ≥ 1 visible pair, in order, the first ``limit`` of them."""
+def make_layouts(records: Iterable[ImageRecord], vocab: HOIVocabulary, resolution: int, limit: int | None = None,
+                 image_format: str = "png") -> list[Layout]:
+    """The layouts of the records with ≥ 1 visible pair, in order, the first ``limit`` of them; their
+    images are named ``<scene id>.<image_format>`` (the official ``<file_name>.jpg`` with ``jpg``)."""
     from ..data.layouts import layout_scene
 
     out: list[Layout] = []
@@ -51,10 +54,32 @@ def make_layouts(records: Iterable[ImageRecord], vocab: HOIVocabulary, resolutio
             break
         scene = layout_scene(record, vocab, resolution)
         if scene is not None:
-            out.append(Layout(record, scene))
+            out.append(Layout(record, scene, image_format))
     ids = [layout.scene.id for layout in out]
     if len(set(ids)) != len(ids):
         raise EvalError("two test images map to the same scene id (file names that differ only in extension?)")
+    return out
+
+
+def every_test_image(records: Sequence[ImageRecord], layouts: Sequence[Layout]) -> list[Layout]:
+    """The real-images row scores every test image (the Default setting: 9,658, not only the 9,546 with
+    a layout): ``layouts`` plus, in file order, the images without a visible pair (their detections are
+    false positives), as empty scenes. With ``eval.limit`` it stops at the last layout's image."""
+    from ..data.transforms import scene_id_of
+
+    by_name = {layout.record.file_name: layout for layout in layouts}
+    if len(by_name) < sum(1 for r in records if r.pairs):  # eval.limit: up to the last layout's image
+        records = records[: max(k for k, r in enumerate(records) if r.file_name in by_name) + 1]
+    out = []
+    for record in records:
+        layout = by_name.get(record.file_name)
+        if layout is None:
+            scene = Scene(id=scene_id_of(record.file_name), extra={"file_name": record.file_name,
+                                                                   "original_width": record.width,
+                                                                   "original_height": record.height,
+                                                                   "gt_pairs": []})
+            layout = Layout(record, scene)
+        out.append(layout)
     return out
 
 
@@ -131,7 +156,9 @@ def generate_images(pipe, scenes: Sequence[Scene], settings: EvalSettings,
             interactdiffusion_scheduled_sampling_beta=settings.beta,
             negative_prompt=settings.negative_prompt,
             seed=settings.seed,
+            output_type="np",
         ).images
+        images = [Image.fromarray(to_uint8(image, settings.quantize)) for image in images]
         if on_batch is not None:
             on_batch(batch, images)
         else:
@@ -190,7 +217,8 @@ def generate_row_images(
     def save(batch: Sequence[Scene], images: list[Image.Image]) -> None:
         nonlocal done
         for scene, image in zip(batch, images):
-            save_png_atomic(image, images_dir / f"{scene.id}.png")
+            name = f"{scene.id}{image_suffix(settings.image_format)}"
+            save_image_atomic(image, images_dir / name, settings.image_format, settings.jpeg_quality)
         before, done = done, done + len(batch)
         if done // report_every != before // report_every or done == len(todo):
             rate = done / max(time.perf_counter() - started, 1e-9)

@@ -1,4 +1,10 @@
-"""Reading and writing the images of an evaluation: uint8 tensors, threaded decoding, atomic PNGs."""
+"""Reading and writing the images of an evaluation: uint8 tensors, threaded decoding, atomic writes.
+
+The paper's detector and FID/KID saw the official batch inference's files: ``<file_name>.jpg`` saved
+by PIL at its default JPEG quality (75) after a truncating ``astype(np.uint8)`` of ``x * 255``
+(REFERENCE §3). ``to_uint8`` and ``save_image_atomic`` reproduce that (``quantize="truncate"``,
+``image_format="jpg"``) or write lossless rounded PNGs.
+"""
 
 from __future__ import annotations
 
@@ -46,11 +52,38 @@ def decoded_batches(
             yield list(pending)
 
 
-def save_png_atomic(image: Image.Image, path: Path) -> None:
+IMAGE_FORMATS = ("png", "jpg")
+QUANTIZE_MODES = ("round", "truncate")
+PIL_DEFAULT_JPEG_QUALITY = 75  # what ``Image.save("x.jpg")`` uses when no quality is given
+
+
+def to_uint8(array: np.ndarray, quantize: str = "round") -> np.ndarray:
+    """Float pixels in [0, 1] (``[..., H, W, 3]``) → uint8: ``round`` as diffusers does, or ``truncate``
+    (``astype(np.uint8)`` of ``x * 255``) as the official batch inference does."""
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"quantize must be one of {list(QUANTIZE_MODES)}, got {quantize!r}")
+    scaled = np.clip(np.asarray(array, dtype=np.float32), 0.0, 1.0) * 255
+    return (scaled.round() if quantize == "round" else scaled).astype(np.uint8)
+
+
+def image_suffix(image_format: str) -> str:
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format must be one of {list(IMAGE_FORMATS)}, got {image_format!r}")
+    return f".{image_format}"
+
+
+def save_image_atomic(image: Image.Image, path: Path, image_format: str = "png",
+                      jpeg_quality: int = PIL_DEFAULT_JPEG_QUALITY) -> None:
     """Write ``.<name>.tmp`` and rename: a crash never leaves half an image under the real name."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    options = {"format": "JPEG", "quality": int(jpeg_quality)} if image_format == "jpg" else {"format": "PNG"}
+    image_suffix(image_format)
     try:
-        image.save(tmp, format="PNG")
+        image.save(tmp, **options)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_png_atomic(image: Image.Image, path: Path) -> None:
+    save_image_atomic(image, path, "png")

@@ -119,12 +119,27 @@ def results_table(results: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def results_markdown(results: Mapping[str, Any]) -> str:
-    """``results.md`` of one row: the table and what it was measured with."""
+def known_object_warnings(evaluations: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """A warning for every protocol whose Known Object setting fell back to the GT objects although the
+    protocol defines it by ``anno.mat``'s image-level labels (the official one, REFERENCE §5)."""
+    out = []
+    for protocol, evaluation in evaluations.items():
+        source = (evaluation.get("settings") or {}).get("known_object_source")
+        if protocol == "official" and source == "gt_objects":
+            out.append("**Warning**: Known Object (`official`) used the objects of each image's GT, not HICO-DET's "
+                       "image-level labels: `data.anno_mat` (anno.mat) was not given, so these Known Object numbers "
+                       "are not the official protocol's.")
+    return out
+
+
+def results_markdown(results: Mapping[str, Any], warnings: Sequence[str] = ()) -> str:
+    """``results.md`` of one row: the table and what it was measured with (``warnings`` first)."""
     settings = results.get("settings", {})
     wall = results["wall_time_s"]
     detector = results["detector"]
     lines = [f"# {results.get('label') or results['row']} (row `{results['row']}`)", ""]
+    for warning in warnings:
+        lines += [f"> {warning}", ""]
     if not results.get("meaningful", True):
         lines += [
             "> **These numbers are meaningless**: a stand-in was used (tiny backbone, random detector or tiny "
@@ -144,7 +159,8 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         f"- Wall time: generate {wall['generate']:.1f} s, detect {wall['detect']:.1f} s, metrics "
         f"{wall['metrics']:.1f} s, total {wall['total']:.1f} s on {results['device']}.",
     ]
-    keys = ("steps", "guidance_scale", "beta", "seed", "scheduler", "precision", "limit")
+    keys = ("steps", "guidance_scale", "beta", "seed", "scheduler", "precision", "limit", "image_format",
+            "jpeg_quality", "quantize")
     shown = ", ".join(f"{k}={settings[k]}" for k in keys if k in settings)
     if shown:
         lines.append(f"- Settings: {shown}.")

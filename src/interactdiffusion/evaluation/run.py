@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..data.records import ImageRecord
 from . import report
 from .detectors.base import HOIDetection
-from .generation import Layout, generate_row_images, load_test_annotations, make_layouts
+from .generation import Layout, every_test_image, generate_row_images, load_test_annotations, make_layouts
 from .image_io import decoded_batches
 from .scoring import (
     build_detector,
@@ -216,7 +216,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any] | None:
     preflight(cfg, settings)
     annotations = load_test_annotations(cfg.data)
     vocab = annotations.vocab
-    layouts = make_layouts(annotations.records, vocab, settings.resolution, settings.limit)
+    layouts = make_layouts(annotations.records, vocab, settings.resolution, settings.limit, settings.image_format)
     if not layouts:
         raise EvalError(f"{annotations.source}: no test image with a visible pair")
     log.info(f"row {row!r}: {len(layouts)} test layouts from {annotations.source}"
@@ -225,6 +225,9 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any] | None:
     image_dir = Path(str(cfg.data.image_dir)).expanduser() if cfg.data.get("image_dir") else None
     if settings.real_images and image_dir is None:
         raise EvalError("eval.real_images=true needs data.image_dir (the real test images)")
+    num_layouts = len(layouts)
+    if settings.real_images:  # Default setting: every test image, also those without a visible pair
+        layouts = every_test_image(annotations.records, layouts)
 
     # 1. images (every rank), then rank 0 alone
     clock = _Clock()
@@ -260,7 +263,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any] | None:
         "detector": identity,
         "metrics_extractor": getattr(getattr(metrics, "extractor", None), "identity", None)
         or metrics_identity(cfg.get("metrics")),
-        "num_layouts": len(layouts),
+        "num_layouts": num_layouts,
         "num_images": len(scored.layouts),
         "resolution": settings.resolution,
         "fid": fid,
@@ -305,7 +308,10 @@ def _write_row(output_dir: Path, results: dict[str, Any], evaluations: dict[str,
         report.write_json_atomic(output_dir / f"map_{protocol}.json", evaluation)
     _write_layouts(output_dir / LAYOUTS_NAME, scored.layouts)
     report.write_json_atomic(output_dir / RUN_INFO_NAME, info)
-    report.write_text_atomic(output_dir / TABLE_NAME, report.results_markdown(results))
+    warnings = report.known_object_warnings(evaluations)
+    for warning in warnings:
+        log.warning(warning.replace("**", ""))
+    report.write_text_atomic(output_dir / TABLE_NAME, report.results_markdown(results, warnings))
     report.write_json_atomic(output_dir / RESULTS_NAME, results)  # last: its presence marks the row finished
 
 

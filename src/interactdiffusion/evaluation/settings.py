@@ -52,6 +52,10 @@ class EvalSettings:
     overwrite: bool = False
     num_workers: int = 4
     gather_timeout_s: float | None = None
+    # How generated images are stored: the official protocol is jpg at PIL's quality 75, truncated.
+    image_format: str = "png"
+    jpeg_quality: int = 75
+    quantize: str = "round"
 
     @classmethod
     def from_config(cls, section: DictConfig | dict, shard: Shard | None = None) -> EvalSettings:
@@ -76,6 +80,14 @@ class EvalSettings:
             raise EvalError(f"eval.resolution must be a multiple of 8, got {settings.resolution}")
         if not 0.0 <= float(settings.beta) <= 1.0:
             raise EvalError(f"eval.beta must be in [0, 1], got {settings.beta}")
+        from .image_io import IMAGE_FORMATS, QUANTIZE_MODES
+
+        if settings.image_format not in IMAGE_FORMATS:
+            raise EvalError(f"eval.image_format must be one of {list(IMAGE_FORMATS)}, got {settings.image_format!r}")
+        if settings.quantize not in QUANTIZE_MODES:
+            raise EvalError(f"eval.quantize must be one of {list(QUANTIZE_MODES)}, got {settings.quantize!r}")
+        if not 1 <= int(settings.jpeg_quality) <= 100:
+            raise EvalError(f"eval.jpeg_quality must be in 1..100, got {settings.jpeg_quality}")
         if settings.precision not in PRECISIONS:
             raise EvalError(f"eval.precision must be one of {list(PRECISIONS)}, got {settings.precision!r}")
         settings.device = (shard or Shard()).device(str(settings.device))
@@ -89,8 +101,11 @@ class EvalSettings:
     def generation_record(self) -> dict[str, Any]:
         """What an image depends on (besides backbone, weights and model), recorded with the images."""
         keys = ("steps", "guidance_scale", "beta", "seed", "scheduler", "scheduler_kwargs", "negative_prompt",
-                "resolution", "precision")
-        return {k: _jsonable(getattr(self, k)) for k in keys}
+                "resolution", "precision", "image_format", "quantize")
+        out = {k: _jsonable(getattr(self, k)) for k in keys}
+        if self.image_format == "jpg":
+            out["jpeg_quality"] = int(self.jpeg_quality)
+        return out
 
     def scoring_record(self) -> dict[str, Any]:
         """Every setting a row's numbers depend on (``results.json`` ``settings``)."""
@@ -139,6 +154,11 @@ def preflight(cfg: DictConfig, settings: EvalSettings) -> None:
     """Every input of the row checked before the first image is generated."""
     metrics = None if settings.real_images else cfg.get("metrics")
     problems = missing_inputs(cfg.get("detector"), metrics, cfg.get("weights"))
+    anno_mat = cfg.data.get("anno_mat")
+    if anno_mat and "official" in settings.protocols and not Path(str(anno_mat)).expanduser().is_file():
+        problems.append(f"data.anno_mat: {anno_mat} does not exist (HICO-DET's anno.mat, whose image-level labels "
+                        "define Known Object under the official protocol; data.anno_mat=null falls back to the GT "
+                        "objects, with a warning in results.md)")
     image_dir = cfg.data.get("image_dir")
     if image_dir and not Path(str(image_dir)).expanduser().is_dir() and (metrics or settings.real_images):
         problems.append(f"data.image_dir: {image_dir} is not a folder (the real test images; data.image_dir=null "

@@ -90,7 +90,7 @@ def prepare_tiny_inputs(work: Path, rows: list[str]) -> None:
 
     work.mkdir(parents=True, exist_ok=True)
     data = work / "data" / "synthetic"
-    if not (data / "anno_bbox.mat").is_file():
+    if not (data / "anno.mat").is_file():
         write_synthetic_hicodet(data, num_train=48, num_test=16, seed=0)
     gligen = work / "weights" / "gligen-1-4-generation-text-box"
     if not (gligen / "model_index.json").is_file():
@@ -109,7 +109,7 @@ def tiny_row_overrides(work: Path, row: str | None = None) -> list[str]:
     if row is None:
         return [
             "eval=tiny", "backbone=tiny", f"paths.data_dir={work / 'data'}", f"paths.log_dir={work / 'logs'}",
-            "eval.limit=4",
+            "eval.limit=4", f"data.anno_mat={work / 'data' / 'synthetic' / 'anno.mat'}",
         ]
     weights = {
         "gligen": work / "weights" / "gligen-1-4-generation-text-box",
