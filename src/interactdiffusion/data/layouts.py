@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from ..scene import MAX_INTERACTIONS, Scene
 from ..vocab import HOIVocabulary
 from .records import ImageRecord
-from .transforms import interaction_of, scene_id_of
+from .transforms import interaction_of, pair_area, scene_id_of
 
 GT_BOX_CONVENTION = "continuous 0-based xyxy pixels of the original image; 1-based inclusive = (x1+1, y1+1, x2, y2)"
 
@@ -24,7 +24,9 @@ GT_BOX_CONVENTION = "continuous 0-based xyxy pixels of the original image; 1-bas
 def layout_scene(
     record: ImageRecord, vocab: HOIVocabulary, resolution: int = 512, max_interactions: int = MAX_INTERACTIONS
 ) -> Scene | None:
-    """The layout of one image (``None`` without visible pairs); the largest pairs first when over 30."""
+    """The layout of one image (``None`` without visible pairs): its pairs largest first (subject + object
+    area, ties in annotation order), at most ``max_interactions``, ordered as training orders them so that
+    slot i of the instance embedding means the same in training and generation."""
     if not record.pairs:
         return None
     w, h = float(record.width), float(record.height)
@@ -32,11 +34,8 @@ def layout_scene(
     def normalised(box):
         return (box[0] / w, box[1] / h, box[2] / w, box[3] / h)
 
-    def area(pair):
-        hb, ob = pair.human_box, pair.object_box
-        return (hb[2] - hb[0]) * (hb[3] - hb[1]) + (ob[2] - ob[0]) * (ob[3] - ob[1])
-
-    chosen = sorted(record.pairs, key=lambda p: -area(p))[:max_interactions] if len(record.pairs) > max_interactions else record.pairs
+    # Squashing scales every area by the same 512²/(W·H): the order in original pixels is the order at 512².
+    chosen = sorted(record.pairs, key=lambda p: -pair_area(p.human_box, p.object_box))[:max_interactions]
     interactions = tuple(
         interaction_of(p, vocab, normalised(p.human_box), normalised(p.object_box)) for p in chosen
     )

@@ -96,6 +96,12 @@ class KeptPair:
     object_box: Box
 
 
+def pair_area(subject: Box, obj: Box) -> float:
+    """The key pairs are ordered by, largest first (official training): subject area + object area.
+    Slot i of the instance embedding is the i-th largest pair, in training and in generation."""
+    return (subject[2] - subject[0]) * (subject[3] - subject[1]) + (obj[2] - obj[0]) * (obj[3] - obj[1])
+
+
 def transform_pairs(
     pairs: list[PairRecord],
     geometry: CropGeometry,
@@ -111,8 +117,7 @@ def transform_pairs(
         if not (keeps_box(subject, geometry.resolution, min_box_fraction)
                 and keeps_box(obj, geometry.resolution, min_box_fraction)):
             continue
-        area = (subject[2] - subject[0]) * (subject[3] - subject[1]) + (obj[2] - obj[0]) * (obj[3] - obj[1])
-        kept.append((area, pair, tuple(v / r for v in subject), tuple(v / r for v in obj)))
+        kept.append((pair_area(subject, obj), pair, tuple(v / r for v in subject), tuple(v / r for v in obj)))
     kept.sort(key=lambda item: -item[0])  # stable: equal areas keep annotation order
     return [KeptPair(p, s, o) for _, p, s, o in kept[:max_interactions]]
 
