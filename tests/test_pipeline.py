@@ -218,7 +218,8 @@ def test_guidance_one_skips_the_unconditional_branch(pipe):
 def test_fusers_on_for_the_first_int_beta_T_steps_then_restored(pipe):
     with UNetSpy(pipe) as spy:
         run(pipe, SCENES[:1], num_inference_steps=5, interactdiffusion_scheduled_sampling_beta=0.5)
-    assert len(spy.calls) == 6  # PLMS: 5 steps + its warm-up step; int(0.5 * 6) = 3 with the module on
+    # PLMS: 5 steps + its warm-up step; int(0.5 * 5) = 2 official steps on = the warm-up iteration + 2
+    assert len(spy.calls) == 6
     assert [(c[1], c[2]) for c in spy.calls] == [(True, {True})] * 3 + [(False, {False})] * 3
     assert all(f.enabled for f in fusers(pipe.unet))
 

@@ -7,8 +7,8 @@ tokenizer, unet, scheduler). Per call it
   conditional and once for the null input; the tokens go to every step as ``{"gligen": {"objs": ...}}``;
 - runs classifier-free guidance in one batched UNet call per step: the unconditional half is the negative
   prompt with NULL grounding (REFERENCE §3); ``guidance_scale <= 1`` skips that half entirely;
-- keeps the fusers on for the first ``int(β·T)`` steps (scheduled sampling) and restores their state on
-  exit, exception included;
+- keeps the fusers on for the first ``int(β·T)`` of the T sampler steps, or follows the official
+  ``[full, decay, off]`` triple (scheduled sampling), and restores their state on exit, exception included;
 - draws each scene's initial noise (and any per-step noise of a stochastic scheduler) on the CPU from its
   own generator seeded by ``scene.seed_for(base_seed)``, so an image never depends on batch size, order
   or device count.
@@ -57,9 +57,9 @@ from .models.unet import (
     install_grounding,
     is_adapter_key,
     load_adapter_state_dict,
-    set_fusers_enabled,
 )
 from .scene import MAX_INTERACTIONS, Interaction, Scene, SceneError
+from .scheduled_sampling import fuser_scale, fuser_scales, sampler_step, schedule_triple
 
 # The paper's evaluation protocol (REFERENCE §3).
 PAPER_NEGATIVE_PROMPT = (
@@ -439,6 +439,7 @@ class InteractDiffusionPipeline(DiffusionPipeline):
         num_inference_steps: int = 50,
         guidance_scale: float = 7.5,
         interactdiffusion_scheduled_sampling_beta: float = 0.3,
+        interactdiffusion_scheduled_sampling: Sequence[float] | None = None,
         interactdiffusion_subject_phrases: list[str] | list[list[str]] | None = None,
         interactdiffusion_object_phrases: list[str] | list[list[str]] | None = None,
         interactdiffusion_action_phrases: list[str] | list[list[str]] | None = None,
@@ -466,7 +467,8 @@ class InteractDiffusionPipeline(DiffusionPipeline):
         from ``scene.seed_for(seed)`` (``seed`` defaults to ``generator.initial_seed()``, else 0). Or the
         official diffusers arguments (``prompt`` + ``interactdiffusion_*``), with diffusers' generator
         semantics. ``interactdiffusion_scheduled_sampling_beta`` keeps the official default 0.3; the
-        paper's evaluation uses 1.0. Returns ``InteractDiffusionPipelineOutput`` (``.images``: PIL by
+        paper's evaluation uses 1.0. ``interactdiffusion_scheduled_sampling``: the official sampler's
+        ``[full, decay, off]`` triple (``scheduled_sampling.py``), instead of β's ``[β, 0, 1-β]``. Returns ``InteractDiffusionPipelineOutput`` (``.images``: PIL by
         default, ``np``, ``pt`` or ``latent``) or ``(images, None)`` with ``return_dict=False``.
         """
         if interactdiffusion_inpaint_image is not None:
@@ -480,6 +482,7 @@ class InteractDiffusionPipeline(DiffusionPipeline):
         beta = float(interactdiffusion_scheduled_sampling_beta)
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"interactdiffusion_scheduled_sampling_beta must be in [0, 1], got {beta}")
+        triple = schedule_triple(beta, interactdiffusion_scheduled_sampling)
         if num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
         if output_type not in ("pil", "np", "pt", "latent"):
@@ -544,13 +547,14 @@ class InteractDiffusionPipeline(DiffusionPipeline):
         else:
             text = prompt_embeds
 
-        # 3. timesteps; grounding tokens once per call, never per step. Like the official pipeline, beta
-        # counts scheduler iterations (PLMS has one more than num_inference_steps: its warm-up step).
+        # 3. timesteps; grounding tokens once per call, never per step. The fusers' scale per iteration
+        # counts steps as the official sampler does (diffusers' PLMS warm-up iteration is its step 0).
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
-        num_grounding_steps = int(beta * len(timesteps))
+        scales = fuser_scales(triple, num_inference_steps)
+        step_scales = [scales[sampler_step(i, len(timesteps), num_inference_steps)] for i in range(len(timesteps))]
         objs = None
-        if num_grounding_steps > 0:
+        if any(step_scales):
             objs = self.grounding_tokens(scene_list, device).repeat_interleave(n, dim=0)
             if do_cfg:
                 objs = torch.cat([self.null_grounding_tokens(batch, device), objs])
@@ -570,23 +574,21 @@ class InteractDiffusionPipeline(DiffusionPipeline):
         # 5. denoising, with scheduled sampling of the fusers
         saved_states = [f.enabled for f in fusers(self.unet)]
         try:
-            set_fusers_enabled(self.unet, num_grounding_steps > 0)
             with self.progress_bar(total=len(timesteps)) as bar:
                 for i, t in enumerate(timesteps):
-                    if i == num_grounding_steps:
-                        set_fusers_enabled(self.unet, False)
                     extra = dict(cross_attention_kwargs or {})
-                    if i < num_grounding_steps:
+                    if step_scales[i] > 0:
                         extra["gligen"] = {"objs": objs}
                     model_input = torch.cat([latents] * 2) if do_cfg else latents
                     model_input = self.scheduler.scale_model_input(model_input, t)
-                    noise_pred = self.unet(
-                        model_input.to(self.unet.dtype),
-                        t,
-                        encoder_hidden_states=text,
-                        cross_attention_kwargs=extra or None,
-                        return_dict=False,
-                    )[0].float()
+                    with fuser_scale(self.unet, step_scales[i]):
+                        noise_pred = self.unet(
+                            model_input.to(self.unet.dtype),
+                            t,
+                            encoder_hidden_states=text,
+                            cross_attention_kwargs=extra or None,
+                            return_dict=False,
+                        )[0].float()
                     if do_cfg:
                         uncond, cond = noise_pred.chunk(2)
                         noise_pred = uncond + guidance_scale * (cond - uncond)

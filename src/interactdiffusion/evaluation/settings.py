@@ -40,6 +40,8 @@ class EvalSettings:
     steps: int = 50
     guidance_scale: float = 7.5
     beta: float = 1.0
+    # The official [full, decay, off] triple of the fusers' scale; null = [beta, 0, 1 - beta].
+    scheduled_sampling: list[float] | None = None
     seed: int = 489
     scheduler: str = "plms"
     scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -80,6 +82,13 @@ class EvalSettings:
             raise EvalError(f"eval.resolution must be a multiple of 8, got {settings.resolution}")
         if not 0.0 <= float(settings.beta) <= 1.0:
             raise EvalError(f"eval.beta must be in [0, 1], got {settings.beta}")
+        if settings.scheduled_sampling is not None:
+            from ..scheduled_sampling import schedule_triple
+
+            try:
+                settings.scheduled_sampling = list(schedule_triple(settings.beta, settings.scheduled_sampling))
+            except (TypeError, ValueError) as error:
+                raise EvalError(f"eval.scheduled_sampling: {error}") from None
         from .image_io import IMAGE_FORMATS, QUANTIZE_MODES
 
         if settings.image_format not in IMAGE_FORMATS:
@@ -100,7 +109,7 @@ class EvalSettings:
 
     def generation_record(self) -> dict[str, Any]:
         """What an image depends on (besides backbone, weights and model), recorded with the images."""
-        keys = ("steps", "guidance_scale", "beta", "seed", "scheduler", "scheduler_kwargs", "negative_prompt",
+        keys = ("steps", "guidance_scale", "beta", "scheduled_sampling", "seed", "scheduler", "scheduler_kwargs", "negative_prompt",
                 "resolution", "precision", "image_format", "quantize")
         out = {k: _jsonable(getattr(self, k)) for k in keys}
         if self.image_format == "jpg":
