@@ -225,3 +225,24 @@ def test_fast_mat_reader_equals_scipy(quirky, tmp_path):
     reference, fast = loadmat(tmp_path / "types.mat", simplify_cells=True), read_mat(tmp_path / "types.mat")
     for key in values:
         np.testing.assert_array_equal(np.asarray(fast[key]), np.asarray(reference[key]).astype(np.asarray(fast[key]).dtype))
+
+
+def test_a_files_own_rare_list_wins_over_disagreeing_neighbour_counts(tmp_path, caplog):
+    import logging
+
+    data = write_synthetic_hicodet(tmp_path / "syn", num_train=24, num_test=6, write_images=False)
+    counts = data.vocab.train_counts
+    with caplog.at_level(logging.INFO, logger="interactdiffusion.data.annotations"):
+        agreeing = load_annotations(data.instances_test, "test", cache_dir=False)
+    assert np.array_equal(agreeing.vocab.train_counts, counts)  # the neighbour's real counts, and said so
+    assert "rare split from the training counts of" in caplog.text and "hoi_vocabulary.json" in caplog.text
+
+    content = json.loads(data.instances_test.read_text())
+    flipped = content["rare"][0]  # one class the training counts call rare, the file calls non-rare
+    content["rare"], content["non_rare"] = content["rare"][1:], content["non_rare"] + [flipped]
+    data.instances_test.write_text(json.dumps(content))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="interactdiffusion.data.annotations"):
+        own = load_annotations(data.instances_test, "test", cache_dir=False)
+    assert sorted(np.flatnonzero(own.vocab.rare_mask()).tolist()) == sorted(content["rare"])
+    assert "disagrees with the training counts" in caplog.text and "using the file's own list" in caplog.text

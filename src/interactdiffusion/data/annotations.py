@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..vocab import HOIVocabulary
+from ..vocab import RARE_THRESHOLD, HOIVocabulary
 from .formats.common import AnnotationError, UnknownFormatError, train_counts_of, with_counts
 from .formats.instances import is_instances, rare_counts, read_instances_json, vocabulary_from_instances
 from .formats.mat import read_anno_bbox_mat
@@ -306,9 +306,10 @@ def _parse_mat(path: Path, split: str, cache_dir: Path | None, key_for) -> Annot
 
 
 def _parse_instances(path: Path, data, split: str, vocabulary, cache_dir: Path | None) -> Annotations:
-    official = None
+    official, official_source = None, None
     if vocabulary is not None:
         official = _companion_of(vocabulary, cache_dir).vocab
+        official_source = vocabulary if not isinstance(vocabulary, HOIVocabulary) else "the given vocabulary"
     else:
         for candidate in _candidate_companions(path, split):
             if candidate.name in (VOCABULARY_FILE, "anno_bbox.mat"):
@@ -319,23 +320,38 @@ def _parse_instances(path: Path, data, split: str, vocabulary, cache_dir: Path |
                     log.warning("not using %s for the -ing forms of %s: %s", candidate, path, err)
                     official = None
                     continue
+                official_source = candidate
+                log.info("%s: class names and training counts from %s", path, candidate)
                 break
     vocab = vocabulary_from_instances(data, str(path), official)
     records, skipped, listed = read_instances_json(path, data, vocab)
-    counts = None
-    if split == "train":
-        counts = listed
-    elif official is not None and official.train_counts is not None:
-        counts = official.train_counts
+    counts = listed if split == "train" else _test_split_counts(path, data, vocab, official, official_source, cache_dir)
+    return Annotations(records, with_counts(vocab, counts), split, path, "instances", dict(skipped))
+
+
+def _test_split_counts(path: Path, data, vocab: HOIVocabulary, official, official_source, cache_dir):
+    """Training counts for the rare split of a test instances json. The file's own ``rare`` list wins over
+    a neighbouring file's counts that disagree with it (said in a warning); every companion read is logged."""
+    companion, source = None, None
+    if official is not None and official.train_counts is not None:
+        companion, source = official.train_counts, official_source
     else:
         train_file = path.with_name(path.name.replace("test", "train"))
         if train_file != path and train_file.is_file():
-            counts = load_annotations(train_file, "train", cache_dir=cache_dir).vocab.train_counts
-        else:
-            counts = rare_counts(data, vocab.num_classes)
-            if counts is not None:
-                log.info("%s: rare split taken from the file's rare list (no training annotations to count)", path)
-    return Annotations(records, with_counts(vocab, counts), split, path, "instances", dict(skipped))
+            companion, source = load_annotations(train_file, "train", cache_dir=cache_dir).vocab.train_counts, train_file
+    own = rare_counts(data, vocab.num_classes)
+    if own is not None and companion is not None and not np.array_equal(own < RARE_THRESHOLD, companion < RARE_THRESHOLD):
+        differ = int(((own < RARE_THRESHOLD) != (companion < RARE_THRESHOLD)).sum())
+        log.warning("%s: its rare list disagrees with the training counts of %s on %d classes (%d vs %d rare): "
+                    "using the file's own list", path, source, differ, int((own < RARE_THRESHOLD).sum()),
+                    int((companion < RARE_THRESHOLD).sum()))
+        return own
+    if companion is not None:
+        log.info("%s: rare split from the training counts of %s", path, source)
+        return companion
+    if own is not None:
+        log.info("%s: rare split taken from the file's rare list (no training annotations to count)", path)
+    return own
 
 
 def _companion_of(vocabulary, cache_dir: Path | None) -> _Companion:
