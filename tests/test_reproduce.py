@@ -107,10 +107,17 @@ def test_tiny_profile_runs_the_whole_table_through_make(tmp_path):
     out = tmp_path / "table"
     subprocess.run(
         ["make", "reproduce-table", "PROFILE=tiny", "ROWS=sd14,gligen,gligen_star,interactdiffusion,"
-         "interactdiffusion_ours,real", f"ARGS=--out {out}"],
+         "interactdiffusion_ours,real", f"ARGS=--out {out} eval.image_format=jpg eval.quantize=truncate"],
         cwd=REPO, env=env, check=True,
     )
     data = json.loads((out / "results.json").read_text())
+    # the paper's image files when asked: <file_name>.jpg, truncated, recorded with every row
+    images = list((tmp_path / "work" / "logs").rglob("images/HICO_test2015_*"))
+    assert images and {p.suffix for p in images} == {".jpg"}
+    row = json.loads(next((tmp_path / "work" / "logs").rglob("interactdiffusion/results.json")).read_text())
+    assert (row["settings"]["image_format"], row["settings"]["quantize"]) == ("jpg", "truncate")
+    assert row["settings"]["anno_mat"].endswith("synthetic/anno.mat")
+    assert "Warning" not in next((tmp_path / "work" / "logs").rglob("interactdiffusion/results.md")).read_text()
     assert [r["row"] for r in data["rows"]] == ROW_ORDER
     assert all(not r["meaningful"] for r in data["rows"])
     assert "meaningless" in (out / "results.md").read_text()

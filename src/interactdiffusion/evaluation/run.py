@@ -1,10 +1,12 @@
 """The evaluation job behind ``interactdiffusion-eval``: one row of the paper's table.
 
 1. **Layouts**: the test images with ≥ 1 visible pair, in annotation-file order (``eval.limit`` keeps
-   the first N), each a ``Scene`` whose boxes are normalised by the original width and height
+   the first N; the real-images row also scores the images without one), each a ``Scene`` whose boxes are
+   normalised by the original width and height
    (``data.layouts.layout_scene``), drawn squashed to ``resolution``².
 2. **Generate** (skipped for the real-images row): every rank draws its share (``sharding.Shard``) into
-   ``<output_dir>/images/<scene id>.png``; a PNG is written under a temporary name and renamed, and the
+   ``<output_dir>/images/<scene id>.<eval.image_format>`` (the paper profile: ``.jpg`` at quality 75 after a
+   truncating cast, as the official batch inference wrote them); an image is written under a temporary name and renamed, and the
    ones already there are skipped, so a rerun resumes image by image. ``images/generation.json``
    records the settings the images were made with; other settings are an error (or, with
    ``eval.overwrite``, the stale images are deleted). Rank 0 then waits for every image.
