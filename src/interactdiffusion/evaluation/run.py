@@ -331,6 +331,8 @@ def log_to_loggers(cfg: DictConfig, results: dict[str, Any]) -> dict[str, float]
     for logger in loggers:
         logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True), "row": results["row"]})
         logger.log_metrics(metrics, step=0)
+        if hasattr(logger, "log_eval_row"):  # wandb: tables and gallery (dashboards.logger)
+            logger.log_eval_row(cfg, results)
         logger.finalize("success")
         logger.save()
     return metrics

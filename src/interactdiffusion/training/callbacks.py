@@ -175,7 +175,7 @@ class ImageGridCallback(Callback):
         grid.save(path)
         self.written.append(path)
         captions = [f"{s.id}: {s.caption}" for s, _ in scenes]
-        self._send_to_loggers(trainer, grid, step, captions)
+        self._send_to_loggers(trainer, grid, step, captions, samples=(scenes, generated))
         log.info(f"image grid of {len(scenes)} scenes at step {step} -> {path} ({time.perf_counter() - started:.1f}s)")
         return path
 
@@ -207,12 +207,15 @@ class ImageGridCallback(Callback):
         return images
 
     @staticmethod
-    def _send_to_loggers(trainer: Trainer, grid: Image.Image, step: int, captions: list[str]) -> None:
+    def _send_to_loggers(trainer: Trainer, grid: Image.Image, step: int, captions: list[str], samples=None) -> None:
         from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
         caption = " | ".join(captions)
         for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
+            if samples is not None and hasattr(logger, "log_samples"):  # native box overlays (dashboards.logger)
+                scenes, generated = samples
+                logger.log_samples([s for s, _ in scenes], generated, [_to_pil(real) for _, real in scenes], step)
+            elif isinstance(logger, WandbLogger):
                 logger.log_image(key="samples/grid", images=[grid], step=step, caption=[caption])
             elif isinstance(logger, TensorBoardLogger):
                 import numpy as np

@@ -124,6 +124,7 @@ class HOIEvalCallback(Callback):
         self._metrics = None
         self._last_step = -1
         self.history: list[dict[str, Any]] = []  # rank 0: the summary of every evaluation
+        self.last_evaluations: dict[str, Any] | None = None  # rank 0: the latest evaluator outputs
 
     # -- hooks -------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -251,6 +252,7 @@ class HOIEvalCallback(Callback):
         size = self._gt[0].width
         detections = detect_images(self._detector, pixels, [(size, size)] * len(pixels))
         evaluations = score_map(self._gt, detections, self._vocab, self.protocols, self.anno_mat)
+        self.last_evaluations = evaluations  # per-class AP, for loggers that show it (dashboards.logger)
         metrics: dict[str, float] = {}
         summary: dict[str, Any] = {"step": trainer.global_step, "num_layouts": len(self._layouts), "map": {}}
         for k, protocol in enumerate(self.protocols):
@@ -303,5 +305,7 @@ class HOIEvalCallback(Callback):
         if metrics:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
+                if hasattr(logger, "log_eval_step") and self.last_evaluations is not None:
+                    logger.log_eval_step(self.last_evaluations, trainer.global_step, self.prefix)
             trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
         return metrics

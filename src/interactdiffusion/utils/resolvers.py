@@ -48,3 +48,6 @@ def register_resolvers() -> None:
     """Idempotent; ``run_name`` is cached so every use within one process gives the same name."""
     if not OmegaConf.has_resolver("run_name"):
         OmegaConf.register_new_resolver("run_name", run_name, use_cache=True)
+    from ..dashboards.run_naming import register_wandb_resolvers
+
+    register_wandb_resolvers()

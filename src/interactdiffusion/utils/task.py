@@ -32,14 +32,9 @@ def task_wrapper(task: Callable[[DictConfig], tuple[dict[str, Any], dict[str, An
             output_dir = OmegaConf.select(cfg, "paths.output_dir", default=None)
             if output_dir:
                 log.info(f"output dir: {output_dir}")
-            try:
-                import wandb
+            from ..dashboards.offline import finish_wandb_run
 
-                if wandb.run is not None:
-                    log.info("closing wandb")
-                    wandb.finish()
-            except ImportError:  # pragma: no cover - wandb is a dependency
-                pass
+            finish_wandb_run()  # prints the `wandb sync` command of an offline run
 
     return wrapped
 
