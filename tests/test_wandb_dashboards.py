@@ -79,6 +79,7 @@ def test_eval_row_summary_per_class_table_and_gallery(tmp_path, hicodet, monkeyp
     assert "wandb sync " in capsys.readouterr().out
     (folder,) = find_offline_runs(out / "runs" / "run")
     run = read_offline_run(folder)
+    assert run.finished
     assert run.name == "tiny600" and run.group == "tiny600" and "eval" in run.tags
 
     # summary metrics named by protocol / setting / split, FID and KID
@@ -113,7 +114,7 @@ def test_two_job_multirun_is_one_group_with_runs_named_by_the_sweep(tmp_path, hi
     run_eval(tmp_path, hicodet, "row=ra,rb", "eval.real_images=true", "wandb_group=null",
              f"hydra.sweep.dir={tmp_path}/logs/eval/sweep/multiruns/s1", multirun=True)
     runs = [read_offline_run(f) for f in find_offline_runs(tmp_path / "logs" / "eval" / "sweep")]
-    assert sorted(r.name for r in runs) == ["row=ra", "row=rb"]
+    assert all(r.finished for r in runs) and sorted(r.name for r in runs) == ["row=ra", "row=rb"]
     assert {r.group for r in runs} == {"sweep/s1"}
     assert all("model:interactdiffusion" in r.tags for r in runs)
     assert all(len(r.table("eval/per_class_ap")["data"]) == 600 for r in runs)
@@ -133,6 +134,7 @@ def test_training_samples_and_periodic_eval(tmp_path, monkeypatch):
     (run_dir,) = run_dirs(tmp_path)
     (folder,) = find_offline_runs(run_dir)
     run = read_offline_run(folder)
+    assert run.finished
     assert (run_dir / "samples" / "step_0000001.png").is_file()  # the rendered grid stays
     boxes = run.boxes("samples/images")
     assert [set(image) for image in boxes] == [{"layout"}, {"ground_truth"}] * 2  # generated beside real
@@ -143,3 +145,31 @@ def test_training_samples_and_periodic_eval(tmp_path, monkeypatch):
     steps = [row for row in run.history if "eval/map_default_full" in row]
     assert steps and steps[0]["trainer/global_step"] == 1
     assert run.config["recipe.lr"] == 1e-4 and "model:interactdiffusion" in run.tags
+
+
+def test_dashboard_layout_is_built_offline_and_saving_needs_a_login(tmp_path, monkeypatch, capsys):
+    from interactdiffusion.cli import dashboard
+    from interactdiffusion.dashboards.workspace import build_workspace
+
+    workspace = build_workspace("my-team", "interactdiffusion")
+    model = workspace._to_model()  # the saved view's spec, built without the server
+    sections = model.spec.section.panel_bank_config.sections
+    assert [s.name for s in sections] == ["Training", "HOI mAP", "Samples", "Eval tables"]
+    assert dashboard.main(["project=interactdiffusion", "entity=my-team", "--print"]) == 0
+    layout = capsys.readouterr().out
+    for key in ("train/loss", "train/lr", "train/grad_norm", "eval/map_default_full", "samples/images",
+                "eval/gallery", "eval/per_class_ap", "eval/map_table", "summary:eval/fgahoi/map_default_full"):
+        assert key in layout, key
+
+    for name in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert dashboard.main(["project=interactdiffusion", "entity=my-team"]) == dashboard.EXIT_BAD_INPUT
+    assert "not logged in" in capsys.readouterr().err
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert dashboard.main(["project=interactdiffusion", "entity=my-team"]) == dashboard.EXIT_BAD_INPUT
+    assert "WANDB_MODE=offline" in capsys.readouterr().err
+    assert dashboard.main(["project=interactdiffusion"]) == dashboard.EXIT_BAD_INPUT
+    assert "missing entity=" in capsys.readouterr().err

@@ -49,6 +49,8 @@ def _records(path: Path) -> list[bytes]:
         if kind == 0 and length == 0:
             pos += left
             continue
+        if pos + _RECORD.size + length > len(data):  # a record still being written
+            break
         chunk = data[pos + _RECORD.size : pos + _RECORD.size + length]
         pos += _RECORD.size + length
         if kind == _FULL:
@@ -83,6 +85,7 @@ class OfflineRun:
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    finished: bool = False  # the log ends with the run's exit record
 
     @property
     def files(self) -> Path:
@@ -121,16 +124,30 @@ def find_offline_runs(root: str | Path) -> list[Path]:
     return sorted(Path(root).rglob("offline-run-*"), key=lambda p: p.name)
 
 
-def read_offline_run(folder: str | Path) -> OfflineRun:
-    """Read an offline run folder (see the module docstring)."""
-    from wandb.proto import wandb_internal_pb2 as pb
+def read_offline_run(folder: str | Path, wait_s: float = 30.0) -> OfflineRun:
+    """Read an offline run folder (see the module docstring).
+
+    ``wandb.finish()`` can return while wandb's service process still writes the log's tail, so an
+    unfinished log (no exit record yet) is read again for up to ``wait_s`` seconds."""
+    import time
 
     folder = Path(folder)
     logs = sorted(folder.glob("run-*.wandb"))
     if not logs:
         raise FileNotFoundError(f"{folder}: no run-*.wandb transaction log (not an offline wandb run folder)")
+    deadline = time.monotonic() + wait_s
+    while True:
+        run = _parse_log(folder, logs[0])
+        if run.finished or time.monotonic() >= deadline:
+            return run
+        time.sleep(0.2)
+
+
+def _parse_log(folder: Path, log: Path) -> OfflineRun:
+    from wandb.proto import wandb_internal_pb2 as pb
+
     run = OfflineRun(folder)
-    for raw in _records(logs[0]):
+    for raw in _records(log):
         record = pb.Record()
         record.ParseFromString(raw)
         kind = record.WhichOneof("record_type")
@@ -151,4 +168,6 @@ def read_offline_run(folder: str | Path) -> OfflineRun:
             for item in record.history.item:
                 _set(row, item)
             run.history.append(row)
+        elif kind == "exit":
+            run.finished = True
     return run
