@@ -18,7 +18,11 @@ def test_demo_runs_the_main_job_on_the_committed_weights(tmp_path, capsys):
                       "--steps", "2", "--scenes", "4", "--layouts", "6"]) == 0
     out = capsys.readouterr().out
     assert "| InteractDiffusion (committed) |" in out and "| caption-only backbone |" in out
-    assert "wandb offline run: " in out and "none (logger" not in out
+    assert "wandb offline run (training): " in out and "none (logger" not in out
+    # the offline wandb runs, read back: boxes per role in the training samples and the eval gallery, the table
+    assert "samples/images: 8 images with box groups ['ground_truth', 'layout'], roles ['action', 'object', 'subject']" in out
+    assert "eval/gallery: 6 images with box groups ['detections', 'ground_truth'], roles ['action', 'object', 'subject']" in out
+    assert "eval/per_class_ap: table of 22 rows" in out and "upload it with: wandb sync " in out
     root = tmp_path / "demo"
     assert (root / "train" / "export" / "adapter.safetensors").is_file()
     assert (root / "grid.png").is_file() and len(list((root / "images").glob("*_boxes.png"))) == 4

@@ -173,3 +173,20 @@ def test_dashboard_layout_is_built_offline_and_saving_needs_a_login(tmp_path, mo
     assert "WANDB_MODE=offline" in capsys.readouterr().err
     assert dashboard.main(["project=interactdiffusion"]) == dashboard.EXIT_BAD_INPUT
     assert "missing entity=" in capsys.readouterr().err
+
+
+def test_table_rows_share_one_wandb_group():
+    """`make reproduce-table` / the HOI-Shapes table: every row composes to the table's group."""
+    from hydra import compose, initialize_config_dir
+
+    from interactdiffusion.config_path import config_dir
+    from interactdiffusion.utils import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        for experiment, group in (("table/sd14", "paper-table"), ("table/real", "paper-table"),
+                                  ("table_shapes/interactdiffusion", "hoi-shapes-table")):
+            cfg = compose("eval", overrides=[f"experiment={experiment}", "logger=wandb"])
+            assert cfg.logger.wandb.group == group and cfg.logger.wandb.name == cfg.row
+        cfg = compose("eval", overrides=["logger=wandb", "row=mine"])
+        assert cfg.logger.wandb.group == "mine"

@@ -7,7 +7,10 @@
 3. ``interactdiffusion-data export-layouts`` → ``interactdiffusion-generate``: test scenes generated with
    the committed adapter, their boxes drawn, and one grid;
 4. ``interactdiffusion-eval``: HOI mAP (both protocols) of the generated images with the analytic HOI-Shapes
-   detector, for the committed InteractDiffusion adapter and, for contrast, the caption-only backbone.
+   detector, for the committed InteractDiffusion adapter and, for contrast, the caption-only backbone, each
+   an offline wandb run (group ``demo``) with its per-class AP table and a gallery with GT and detection boxes.
+
+At the end the offline wandb runs are read back and what they hold is listed, with their ``wandb sync`` line.
 
 Every step is the real command a researcher runs, started as a subprocess.
 """
@@ -25,6 +28,7 @@ import time
 from pathlib import Path
 
 from ..config_path import REPO_ROOT
+from ..dashboards.offline import describe_media, find_offline_runs, read_offline_run
 from ..reproduce.toy import COMMITTED_ADAPTERS, COMMITTED_BACKBONE
 
 
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             py, "-m", "interactdiffusion.cli.eval", f"experiment=table_shapes/{row}", f"row=demo_{row}",
             f"output_dir={eval_dir}", f"hydra.run.dir={eval_dir}/runs/latest", f"paths.data_dir={data_dir}",
             f"paths.log_dir={out / 'logs'}", f"eval.limit={args.layouts}", "eval.overwrite=true",
-            "extras.print_config=false",
+            "extras.print_config=false", "logger=wandb", "wandb_group=demo",
         ], env)
         rows[row] = json.loads((eval_dir / "results.json").read_text())
 
@@ -135,11 +139,23 @@ def main(argv: list[str] | None = None) -> int:
     print("\nDemo finished in {:.0f} s ({}).".format(total, ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())))
     print(f"  short training:    {run_dir} (adapter {run_dir / 'export' / 'adapter.safetensors'})")
     print(f"  images:            {images} (grid with boxes: {grid})")
-    wandb_runs = sorted((out / "logs").rglob("offline-run-*")) + sorted(run_dir.rglob("offline-run-*"))
-    print(f"  wandb offline run: {wandb_runs[-1] if wandb_runs else 'none (logger without wandb)'}")
     for row in rows:
         print(f"  results ({row}): {out / 'eval' / row / 'results.json'}, {out / 'eval' / row / 'results.md'}")
+    _report_wandb("training", find_offline_runs(run_dir))
+    _report_wandb("eval interactdiffusion", find_offline_runs(out / "eval" / "interactdiffusion" / "runs" / "latest"))
     return 0
+
+
+def _report_wandb(what: str, folders: list[Path]) -> None:
+    """What the newest offline wandb run holds (read back from its files), and how to upload it."""
+    if not folders:
+        print(f"  wandb offline run ({what}): none (logger without wandb)")
+        return
+    run = read_offline_run(folders[-1])
+    print(f"  wandb offline run ({what}): {run.folder} (group {run.group!r}, run {run.name!r}); it holds")
+    for line in describe_media(run):
+        print(f"    {line}")
+    print(f"    upload it with: wandb sync {run.folder}")
 
 
 if __name__ == "__main__":

@@ -171,3 +171,21 @@ def _parse_log(folder: Path, log: Path) -> OfflineRun:
         elif kind == "exit":
             run.finished = True
     return run
+
+
+def describe_media(run: OfflineRun) -> list[str]:
+    """One line per image list or table the run's summary holds (what its dashboard will show)."""
+    lines = []
+    for key, entry in sorted(run.summary.items()):
+        if not isinstance(entry, dict) or key.startswith("_"):
+            continue
+        if entry.get("_type") == "table-file":
+            lines.append(f"{key}: table of {len(run.table(key)['data'])} rows")
+        elif "all_boxes" in entry:
+            per_image = run.boxes(key)
+            groups = sorted({group for image in per_image for group in image})
+            roles = sorted({label for group in groups for label in run.class_labels(key, group).values()})
+            lines.append(f"{key}: {len(per_image)} images with box groups {groups}, roles {roles}")
+        elif entry.get("_type", "").startswith("images"):
+            lines.append(f"{key}: {entry.get('count', 1)} images")
+    return lines
