@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -20,7 +21,8 @@ def test_demo_runs_the_main_job_on_the_committed_weights(tmp_path, capsys):
     assert "| InteractDiffusion (committed) |" in out and "| caption-only backbone |" in out
     assert "wandb offline run (training): " in out and "none (logger" not in out
     # the offline wandb runs, read back: boxes per role in the training samples and the eval gallery, the table
-    assert "samples/images: 8 images with box groups ['ground_truth', 'layout'], roles ['action', 'object', 'subject']" in out
+    assert re.search(r"samples/images: \d+ images with box groups \['ground_truth', 'layout'\], "
+                     r"roles \['action', 'object', 'subject'\]", out)
     assert "eval/gallery: 6 images with box groups ['detections', 'ground_truth'], roles ['action', 'object', 'subject']" in out
     assert "eval/per_class_ap: table of 22 rows" in out and "upload it with: wandb sync " in out
     root = tmp_path / "demo"
