@@ -79,16 +79,36 @@ class Backbone:
     def latent_scaling(self) -> float:
         return float(self.vae.config.scaling_factor)
 
+    def frozen_encoders(self) -> tuple[nn.Module, ...]:
+        """The parts that only ever extract features (SDXL adds its second text encoder)."""
+        return (self.vae, self.text_encoder)
+
+    @property
+    def phrase_dim(self) -> int:
+        return int(self.text_encoder.config.hidden_size)
+
+    def phrase_encoder(self) -> PhraseEncoder:
+        return PhraseEncoder(self.text_encoder, self.tokenizer)
+
+    @torch.no_grad()
+    def unet_text_conditions(self, captions, device, time_ids=None, size=(0, 0)) -> dict[str, Any]:
+        """The UNet's caption inputs (SD-1.x: the last hidden state; no micro-conditioning)."""
+        ids = self.tokenizer(
+            list(captions), padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(device)
+        return {"encoder_hidden_states": self.text_encoder(ids)[0]}
+
     def freeze(self) -> int:
         """Freeze SD (VAE, text encoder, UNet); leave the adapter trainable. Returns its size."""
-        for module in (self.vae, self.text_encoder):
+        for module in self.frozen_encoders():
             module.requires_grad_(False)
             module.eval()
         return freeze_all_but_adapter(self.unet)
 
     def unfreeze_unet(self) -> int:
         """Pre-training the backbone itself: the UNet trains, its adapter is frozen and switched off."""
-        for module in (self.vae, self.text_encoder):
+        for module in self.frozen_encoders():
             module.requires_grad_(False)
             module.eval()
         set_fusers_enabled(self.unet, False)
@@ -99,7 +119,7 @@ class Backbone:
         return count
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> Backbone:
-        for module in (self.unet, self.vae, self.text_encoder):
+        for module in (self.unet, *self.frozen_encoders()):
             module.to(device=device, dtype=dtype)
         return self
 
@@ -355,7 +375,15 @@ def build_backbone(kind: str = "tiny", path: str | None = None, **kwargs) -> Bac
         if not path:
             raise BackboneError(f"backbone.path is not set\n{EXPECTED_LAYOUT}")
         return load_diffusers_backbone(path, **kwargs)
-    raise ValueError(f"unknown backbone kind {kind!r}: use 'tiny' or 'diffusers'")
+    if kind in ("tiny_xl", "sdxl"):  # models/sdxl.py imports this module
+        from . import sdxl
+
+        if kind == "tiny_xl":
+            return sdxl.build_tiny_xl_backbone(**kwargs)
+        if not path:
+            raise BackboneError(f"backbone.path is not set\n{sdxl.EXPECTED_XL_LAYOUT}")
+        return sdxl.load_sdxl_backbone(path, **kwargs)
+    raise ValueError(f"unknown backbone kind {kind!r}: use 'tiny', 'diffusers', 'tiny_xl' or 'sdxl'")
 
 
 # -- phrase embeddings -----------------------------------------------------------------------------

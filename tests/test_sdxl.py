@@ -1,0 +1,125 @@
+"""InteractDiffusion-XL: the SDXL backbones (tiny offline, local folder) and the XL interaction module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from interactdiffusion.config_path import config_dir
+from interactdiffusion.models.backbone import BackboneError, build_backbone
+from interactdiffusion.models.grounding import InteractionTokenizer
+from interactdiffusion.models.sdxl import (
+    SDXL_UNET_CONFIG,
+    XL_GROUNDING,
+    XLBackbone,
+    save_xl_backbone,
+)
+from interactdiffusion.models.unet import build_grounded_unet, fusers, set_fusers_enabled
+
+
+def _group(group: str, name: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / group / f"{name}.yaml"), resolve=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_xl() -> XLBackbone:
+    model = _group("model", "interactdiffusion_xl")
+    backbone = build_backbone(**_group("backbone", "tiny_xl"), grounding=model["grounding"])
+    backbone.freeze()
+    return backbone
+
+
+def _grounding(n: int, dim: int, real: int = 2) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(n)
+    masks = torch.zeros(1, n)
+    masks[:, :real] = 1
+    return {
+        "subject_boxes": torch.rand(1, n, 4, generator=gen).sort(-1).values,
+        "object_boxes": torch.rand(1, n, 4, generator=gen).sort(-1).values,
+        "masks": masks,
+        **{f"{role}_positive_embeddings": torch.randn(1, n, dim, generator=gen) for role in ("subject", "object", "action")},
+    }
+
+
+def test_tiny_xl_has_sdxl_structure(tiny_xl):
+    unet = tiny_xl.unet
+    assert isinstance(tiny_xl, XLBackbone) and tiny_xl.text_encoder_2 is not None
+    assert unet.config.addition_embed_type == "text_time" and unet.config.attention_type == "gated"
+    # caption tokens = CLIP-L hidden ⊕ bigG hidden; phrases = CLIP-L pooler ⊕ bigG projection (same width, as SDXL)
+    assert unet.config.cross_attention_dim == tiny_xl.phrase_dim == 32 + 48
+    assert unet.position_net.positive_len == tiny_xl.phrase_dim and unet.position_net.max_interactions == 32
+    assert tiny_xl.tokenizer.pad_token == "<|endoftext|>" and tiny_xl.tokenizer_2.pad_token == "!"
+    cond = tiny_xl.unet_text_conditions(["a person riding a horse", ""], "cpu", size=(32, 32))
+    assert cond["encoder_hidden_states"].shape == (2, 77, 80)
+    assert cond["added_cond_kwargs"]["text_embeds"].shape == (2, 48)
+    assert cond["added_cond_kwargs"]["time_ids"].tolist() == [[32, 32, 0, 0, 32, 32]] * 2
+    phrases = tiny_xl.phrase_encoder()(["person", "riding", "person"])
+    assert phrases.shape == (3, 80) and torch.equal(phrases[0], phrases[2])
+    # the phrase vector is the two pooled outputs side by side, unnormalised
+    text = tiny_xl.text
+    ids_1 = tiny_xl.tokenizer(["riding"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    assert torch.allclose(phrases[1, :32], text.text_encoder(ids_1).pooler_output[0], atol=1e-6)
+
+
+def test_fresh_adapter_leaves_the_tiny_xl_unet_bitwise_unchanged(tiny_xl):
+    unet = tiny_xl.unet
+    cond = tiny_xl.unet_text_conditions(["a person riding a horse"], "cpu", size=(32, 32))
+    noisy = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([500])
+    with torch.no_grad():
+        set_fusers_enabled(unet, False)
+        plain = unet(noisy, t, **cond).sample
+        set_fusers_enabled(unet, True)
+        for n in (30, 32):  # the official pipeline's 30 slots and training's 32
+            grounded = unet(noisy, t, **cond, cross_attention_kwargs={"gligen": _grounding(n, 80)}).sample
+            assert torch.equal(plain, grounded)
+
+
+def test_sdxl_folder_round_trip_and_missing_parts(tiny_xl, tmp_path):
+    folder = save_xl_backbone(tiny_xl, tmp_path / "sdxl", dtype=torch.float32)
+    loaded = build_backbone(kind="sdxl", path=str(folder), grounding=XL_GROUNDING | {"positive_len": 80, "out_dim": 80})
+    assert isinstance(loaded, XLBackbone)
+    cond = tiny_xl.unet_text_conditions(["a dog"], "cpu", size=(32, 32))
+    cond_loaded = loaded.unet_text_conditions(["a dog"], "cpu", size=(32, 32))
+    assert torch.equal(cond["encoder_hidden_states"], cond_loaded["encoder_hidden_states"])
+    noisy = torch.randn(1, 4, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(tiny_xl.unet(noisy, 10, **cond).sample, loaded.unet(noisy, 10, **cond_loaded).sample)
+
+    for part in ("text_encoder_2", "tokenizer_2"):
+        (folder / part).rename(tmp_path / part)
+    with pytest.raises(BackboneError, match=r"missing: text_encoder_2/config.json, .*tokenizer_2/vocab.json") as err:
+        build_backbone(kind="sdxl", path=str(folder))
+    assert "stable-diffusion-xl-base-1.0" in str(err.value)
+    with pytest.raises(BackboneError, match="backbone folder not found"):
+        build_backbone(kind="sdxl", path=str(tmp_path / "nowhere"))
+    with pytest.raises(BackboneError, match="backbone.path is not set"):
+        build_backbone(kind="sdxl", path=None)
+
+
+def test_xl_module_is_the_sd1_module_at_2048_with_32_rows():
+    """17 tensors, 4,866,112 values; the names of the SD-1.x module (REFERENCE §9)."""
+    with torch.device("meta"):
+        xl = InteractionTokenizer(positive_len=2048, out_dim=2048, max_interactions=32)
+        sd1 = InteractionTokenizer()
+    state = xl.state_dict()
+    assert list(state) == list(sd1.state_dict()) and len(state) == 17
+    assert sum(v.numel() for v in state.values()) == 4_866_112
+    assert state["interaction_embedding.emb.weight"].shape == (32, 2048)
+    assert state["linears.0.weight"].shape == (512, 2048 + 64)
+
+
+def test_sdxl_shape_adapter_counts_on_meta():
+    """At SDXL 1.0 shape: 70 gated blocks; trainable by the official rule (``position_net`` or ``.fuser``
+    in the name) = 1,814,907,852 = fusers 1,810,041,740 + interaction module 4,866,112."""
+    with torch.device("meta"):
+        unet = build_grounded_unet(SDXL_UNET_CONFIG, XL_GROUNDING)
+    params = dict(unet.named_parameters())
+    fuser_total = sum(p.numel() for k, p in params.items() if ".fuser" in k)
+    module_total = sum(p.numel() for k, p in params.items() if "position_net" in k)
+    trainable = sum(p.numel() for k, p in params.items() if "position_net" in k or ".fuser" in k)
+    assert len(list(fusers(unet))) == 70
+    assert (trainable, fuser_total, module_total) == (1_814_907_852, 1_810_041_740, 4_866_112)
