@@ -123,3 +123,25 @@ def test_sdxl_shape_adapter_counts_on_meta():
     trainable = sum(p.numel() for k, p in params.items() if "position_net" in k or ".fuser" in k)
     assert len(list(fusers(unet))) == 70
     assert (trainable, fuser_total, module_total) == (1_814_907_852, 1_810_041_740, 4_866_112)
+
+
+def test_xl_phrase_table_is_cached_under_both_encoders(tiny_xl, tmp_path):
+    import copy
+
+    from interactdiffusion.data.phrase_cache import load_or_compute_phrase_table
+
+    phrases = ["person", "riding", "bicycle"]
+    table = load_or_compute_phrase_table(phrases, tiny_xl.phrase_encoder(), tmp_path)
+    (file,) = tmp_path.glob("phrases-*.safetensors")
+    assert table.shape == (3, 80)
+    reader = tiny_xl.phrase_encoder()
+    reader._encode = None  # a cache hit encodes nothing
+    assert torch.equal(load_or_compute_phrase_table(phrases, reader, tmp_path), table)
+    # another bigG (same CLIP-L) is another table
+    other = copy.copy(tiny_xl)
+    other.text_encoder_2 = copy.deepcopy(tiny_xl.text_encoder_2)
+    with torch.no_grad():
+        other.text_encoder_2.text_projection.weight.mul_(2)
+    other_table = load_or_compute_phrase_table(phrases, other.phrase_encoder(), tmp_path)
+    assert len(list(tmp_path.glob("phrases-*.safetensors"))) == 2
+    assert torch.equal(other_table[:, :32], table[:, :32]) and not torch.equal(other_table[:, 32:], table[:, 32:])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from .backbone import PhraseEncoder
@@ -71,10 +72,15 @@ class DualTextEncoder:
 
 
 class DualPhraseEncoder(PhraseEncoder):
-    """``PhraseEncoder`` (batched, memoised, cache-seeded) over both SDXL text encoders."""
+    """``PhraseEncoder`` (batched, memoised, cache-seeded) over both SDXL text encoders.
+
+    ``text_encoder`` is both encoders in one container: what the on-disk phrase cache fingerprints, so
+    a table is reused only with the same CLIP-L *and* the same bigG.
+    """
 
     def __init__(self, encoders: DualTextEncoder, batch_size: int = 64):
-        super().__init__(encoders.text_encoder, encoders.tokenizer, batch_size)
+        both = nn.ModuleDict({"text_encoder": encoders.text_encoder, "text_encoder_2": encoders.text_encoder_2})
+        super().__init__(both, encoders.tokenizer, batch_size)
         self.encoders = encoders
 
     @property
