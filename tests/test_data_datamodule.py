@@ -67,7 +67,8 @@ def test_datamodule_batches(synthetic_root, tmp_path):
     assert len(dm.train_dataset) == 16 and len(dm.val_dataset) == 4
     assert len(dm.test_dataset) == 5  # the test split's images with a visible pair
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"pixel_values", "captions", "grounding", "has_interaction", "scene_ids"}
+    assert set(batch) == {"pixel_values", "captions", "grounding", "has_interaction", "scene_ids", "time_ids"}
+    assert batch["time_ids"].shape == (len(batch["captions"]), 6)
     assert batch["pixel_values"].shape == (4, 3, 32, 32)
     assert batch["pixel_values"].min() >= -1 and batch["pixel_values"].max() <= 1
     assert batch["has_interaction"].dtype == torch.bool

@@ -145,3 +145,43 @@ def test_xl_phrase_table_is_cached_under_both_encoders(tiny_xl, tmp_path):
     other_table = load_or_compute_phrase_table(phrases, other.phrase_encoder(), tmp_path)
     assert len(list(tmp_path.glob("phrases-*.safetensors"))) == 2
     assert torch.equal(other_table[:, :32], table[:, :32]) and not torch.equal(other_table[:, 32:], table[:, 32:])
+
+
+def test_training_conditions_on_the_crop_time_ids(tiny_xl):
+    """``time_ids`` from the batch (the recipe's crop) reach the UNet; without them, uncropped at the size."""
+    from interactdiffusion.data.transforms import CropGeometry
+
+    geometry = CropGeometry.center(width=640, height=480, resolution=512)
+    assert geometry.time_ids() == (480, 640, 0, 85, 512, 512)  # the official XL trainer's centre crop
+    latents = torch.zeros(2, 4, 16, 16)  # x2 with the tiny VAE
+    module = type("M", (), {"backbone": tiny_xl, "device": torch.device("cpu")})()
+    from interactdiffusion.training.module import InteractDiffusionModule
+
+    cropped = InteractDiffusionModule.text_conditions(
+        module, ["a", "b"], {"time_ids": torch.tensor([geometry.time_ids()] * 2, dtype=torch.float32)}, latents
+    )
+    default = InteractDiffusionModule.text_conditions(module, ["a", "b"], {}, latents)
+    assert cropped["added_cond_kwargs"]["time_ids"][0].tolist() == [480, 640, 0, 85, 512, 512]
+    assert default["added_cond_kwargs"]["time_ids"][0].tolist() == [32, 32, 0, 0, 32, 32]
+
+
+def test_tiny_xl_exact_resume(tmp_path):
+    """experiment=tiny_synthetic_xl: 2 steps + resume + 2 steps == 4 steps; checkpoints hold the adapter only."""
+    from train_helpers import FAST, last_checkpoint, paths, run_cli, run_dirs
+
+    shared = tmp_path / "shared"
+    common = [o if o != "experiment=tiny_synthetic" else "experiment=tiny_synthetic_xl" for o in FAST]
+    common += ["data.batch_size=2", "recipe.warmup_steps=2", "recipe.lr=1e-3"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run_cli(common + paths(straight, shared) + ["trainer.max_steps=4"])
+    run_cli(common + paths(split, shared) + ["trainer.max_steps=2"])
+    run_cli(common + paths(split, shared) + ["trainer.max_steps=4", "ckpt_path=last"])
+    (full_run,) = run_dirs(straight, name="tiny_synthetic_xl")
+    first, resumed = run_dirs(split, name="tiny_synthetic_xl")
+    full, half, end = last_checkpoint(full_run), last_checkpoint(first), last_checkpoint(resumed)
+    assert half["global_step"] == 2 and end["global_step"] == full["global_step"] == 4
+    assert max((full["state_dict"][k] - end["state_dict"][k]).abs().max().item() for k in full["state_dict"]) <= 1e-7
+    assert any((full["state_dict"][k] - half["state_dict"][k]).abs().max() > 0 for k in full["state_dict"])
+    keys = set(full["state_dict"])
+    assert keys and all(".fuser." in k or k.startswith("unet.position_net.") for k in keys)
+    assert full["state_dict"]["unet.position_net.interaction_embedding.emb.weight"].shape == (32, 80)

@@ -115,8 +115,8 @@ def test_gradients_reach_only_the_adapter(module):
 def test_caption_drop_never_for_images_without_interaction():
     module = _module(caption_drop_prob=1.0, grounding_drop_prob=0.0)
     seen = []
-    original = module.encode_text
-    module.encode_text = lambda captions: seen.append(list(captions)) or original(captions)
+    original = module.text_conditions
+    module.text_conditions = lambda captions, *rest: seen.append(list(captions)) or original(captions, *rest)
     module.compute_loss(_batch(interactions=(2, 0)), ("batch", 0))
     assert seen[0][0] == ""  # dropped (p = 1)
     assert seen[0][1] != ""  # kept: no interaction in that image

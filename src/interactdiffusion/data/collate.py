@@ -32,6 +32,8 @@ class Collate:
         }
         if "pixel_values" in samples[0]:
             batch["pixel_values"] = torch.stack([s["pixel_values"] for s in samples])
+        if "time_ids" in samples[0]:  # SDXL micro-conditioning (ignored by SD-1.x backbones)
+            batch["time_ids"] = torch.stack([s["time_ids"] for s in samples])
         if "latent_mean" in samples[0]:
             batch["latent_mean"] = torch.stack([s["latent_mean"] for s in samples])
             batch["latent_std"] = torch.stack([s["latent_std"] for s in samples])

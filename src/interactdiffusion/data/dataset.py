@@ -80,8 +80,12 @@ class HICOSampleDataset(Dataset):
             image = image.resize((record.width, record.height))
         return to_tensor(crop_image(image, self.geometry(record, flip)))
 
+    def time_ids(self, index: int) -> torch.Tensor:
+        """SDXL's micro-conditioning of this crop: original (H, W), crop (top, left), target (H, W)."""
+        return torch.tensor(self.geometry(self.records[index], False).time_ids(), dtype=torch.float32)
+
     def _load(self, index: int, flip: bool) -> dict:
-        sample: dict = {"scene": self.scene(index, flip)}
+        sample: dict = {"scene": self.scene(index, flip), "time_ids": self.time_ids(index)}
         if self.latent_cache is not None:
             file_name = self.records[index].file_name
             if file_name not in self.latent_cache:

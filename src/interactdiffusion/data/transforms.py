@@ -59,6 +59,11 @@ class CropGeometry:
         return CropGeometry(self.width, self.height, self.resolution, self.scale_x, self.scale_y,
                             self.crop_x, self.crop_y, flip)
 
+    def time_ids(self) -> tuple[int, int, int, int, int, int]:
+        """SDXL's micro-conditioning of this crop, as the official XL trainer computes it (unflipped):
+        original (H, W), crop top-left (y, x) in the resized image, target (H, W)."""
+        return (self.height, self.width, self.crop_y, self.crop_x, self.resolution, self.resolution)
+
     def source_region(self) -> tuple[float, float, float, float]:
         """The region of the original image that becomes the crop (PIL ``resize(box=...)``)."""
         r = self.resolution

@@ -95,14 +95,7 @@ class DualPhraseEncoder(PhraseEncoder):
         return torch.cat(chunks) if chunks else torch.zeros(0, self.dim)
 
 
-def micro_conditioning(
-    original_size: tuple[int, int], crop_top_left: tuple[int, int], target_size: tuple[int, int]
-) -> list[int]:
-    """SDXL's ``time_ids``: original (H, W), crop (top, left), target (H, W), in pixels."""
-    return [*original_size, *crop_top_left, *target_size]
-
-
 def default_time_ids(batch_size: int, height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """[B, 6] for uncropped images already at the target size: (H, W, 0, 0, H, W)."""
-    row = torch.tensor(micro_conditioning((height, width), (0, 0), (height, width)), dtype=dtype, device=device)
+    row = torch.tensor([height, width, 0, 0, height, width], dtype=dtype, device=device)
     return row.expand(batch_size, 6).clone()

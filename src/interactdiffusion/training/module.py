@@ -19,7 +19,7 @@ from lightning import LightningModule
 from torch import nn
 
 from ..conditioning import GroundingIds, drop_grounding, grounding_kwargs
-from ..models.backbone import Backbone, PhraseEncoder, build_backbone
+from ..models.backbone import Backbone, build_backbone
 from ..models.prediction_target import prediction_target
 from ..models.unet import adapter_state_dict, is_adapter_key
 from ..utils.pylogger import RankedLogger
@@ -132,6 +132,7 @@ class InteractDiffusionModule(LightningModule):
         self.unet = parts.unet
         self.vae = parts.vae
         self.text_encoder = parts.text_encoder
+        self.text_encoder_2 = getattr(parts, "text_encoder_2", None)  # SDXL's bigG (models/sdxl.py)
         self.noise_scheduler = parts.scheduler
         # What checkpoints keep: the adapter, or the trained UNet (whose adapter stays fresh and unused).
         self.adapter_keys = frozenset(
@@ -151,7 +152,7 @@ class InteractDiffusionModule(LightningModule):
         alphas = self.noise_scheduler.alphas_cumprod.float()
         self.register_buffer("sqrt_alphas_cumprod", alphas.sqrt(), persistent=False)
         self.register_buffer("sqrt_one_minus_alphas_cumprod", (1.0 - alphas).sqrt(), persistent=False)
-        self.register_buffer("phrase_table", torch.zeros(0, self.text_encoder.config.hidden_size), persistent=False)
+        self.register_buffer("phrase_table", torch.zeros(0, parts.phrase_dim), persistent=False)
         self._table_phrases: list[str] | None = None
         self.ema = AdapterEMA(self.trainable_named_parameters(), self.recipe.ema_decay) if self.recipe.ema_decay else None
         self._data_position: tuple[int, int] = (0, 0)
@@ -184,7 +185,7 @@ class InteractDiffusionModule(LightningModule):
         """Pooled CLIP embeddings of the datamodule's phrases; rank 0 fills the on-disk cache first."""
         from ..data.phrase_cache import load_or_compute_phrase_table
 
-        encoder = PhraseEncoder(self.text_encoder, self.backbone.tokenizer)
+        encoder = self.backbone.phrase_encoder()
         cache_dir = self.recipe.phrase_cache_dir
         if not cache_dir:
             return encoder(phrases)
@@ -196,7 +197,7 @@ class InteractDiffusionModule(LightningModule):
 
     def set_phrase_table(self, table: torch.Tensor) -> None:
         """Phrase embeddings [P, D] indexed by the batch's phrase ids (``datamodule.phrase_index``)."""
-        dim = self.text_encoder.config.hidden_size
+        dim = self.backbone.phrase_dim
         if table.dim() != 2 or table.shape[1] != dim:
             raise ValueError(f"phrase table must be [P, {dim}] for this text encoder, got {tuple(table.shape)}")
         self.phrase_table = table.detach().float().to(self.phrase_table.device)
@@ -211,8 +212,8 @@ class InteractDiffusionModule(LightningModule):
         dtype = self.compute_dtype()
         if dtype == torch.float32:
             return
-        self.vae.to(dtype)
-        self.text_encoder.to(dtype)
+        for module in self.backbone.frozen_encoders():
+            module.to(dtype)
         for param in self.unet.parameters():
             if not param.requires_grad:
                 param.data = param.data.to(dtype)
@@ -221,8 +222,8 @@ class InteractDiffusionModule(LightningModule):
         """The VAE and text encoder are feature extractors: they stay in eval mode while training
         (Lightning's notice about modules in eval mode is silenced in ``__init__`` for that reason)."""
         super().train(mode)
-        self.vae.eval()
-        self.text_encoder.eval()
+        for module in self.backbone.frozen_encoders():
+            module.eval()
         return self
 
     def on_fit_start(self) -> None:
@@ -248,12 +249,11 @@ class InteractDiffusionModule(LightningModule):
 
     # -- encoders (frozen, no grad) ------------------------------------------------------------------
     @torch.no_grad()
-    def encode_text(self, captions: list[str]) -> torch.Tensor:
-        tokenizer = self.backbone.tokenizer
-        ids = tokenizer(
-            captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids.to(self.device)
-        return self.text_encoder(ids)[0]
+    def text_conditions(self, captions: list[str], batch: Mapping[str, Any], latents: torch.Tensor) -> dict[str, Any]:
+        """The UNet's caption inputs; SDXL adds ``added_cond_kwargs`` with the batch's ``time_ids``
+        (the recipe's crop) or, where the data has none, uncropped images at the training size."""
+        size = tuple(int(d) * self.backbone.vae_scale_factor for d in latents.shape[-2:])
+        return self.backbone.unet_text_conditions(captions, self.device, time_ids=batch.get("time_ids"), size=size)
 
     @torch.no_grad()
     def latent_distribution(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -313,7 +313,7 @@ class InteractDiffusionModule(LightningModule):
             batch_u = torch.rand(1, generator=generator(mix_seed(recipe.seed, *step_key, "batch"), device), device=device)
             drop_ground = (batch_u < recipe.grounding_drop_prob).expand(size)
 
-        text = self.encode_text(captions)
+        text = self.text_conditions(captions, batch, latents)
         if self.trainable == "adapter":
             ids: GroundingIds = batch["grounding"]
             grounding = drop_grounding(grounding_kwargs(ids.to(device), self.phrase_table), drop_ground)
@@ -325,7 +325,7 @@ class InteractDiffusionModule(LightningModule):
         a = self.sqrt_alphas_cumprod[timesteps].view(-1, 1, 1, 1)
         s = self.sqrt_one_minus_alphas_cumprod[timesteps].view(-1, 1, 1, 1)
         noisy = a * latents + s * noise
-        prediction = self.unet(noisy, timesteps, encoder_hidden_states=text, **extra).sample
+        prediction = self.unet(noisy, timesteps, **text, **extra).sample
         loss = F.mse_loss(prediction.float(), self.target(latents, noise, a, s), reduction="mean")
         stats = {
             "caption_dropped": drop_caption.float().mean().detach(),
