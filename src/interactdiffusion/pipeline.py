@@ -199,7 +199,12 @@ class InteractDiffusionPipeline(DiffusionPipeline):
         """Wrap a ``Backbone`` (its grounded UNet included); the scheduler preset uses its noise schedule.
 
         ``weights`` (optional) are loaded into the backbone first, in place: see ``load_weights``.
+        An SDXL backbone (two text encoders) gets the XL sibling, ``pipeline_xl.InteractDiffusionXLPipeline``.
         """
+        if cls is InteractDiffusionPipeline and getattr(backbone, "text_encoder_2", None) is not None:
+            from .pipeline_xl import InteractDiffusionXLPipeline
+
+            return InteractDiffusionXLPipeline.from_backbone(backbone, weights, scheduler, precision, device)
         if weights is not None:
             load_weights(backbone, weights)
         pipe = cls(
@@ -319,6 +324,23 @@ class InteractDiffusionPipeline(DiffusionPipeline):
             hidden = self.text_encoder(ids, attention_mask=mask, output_hidden_states=True).hidden_states
             embeds = self.text_encoder.text_model.final_layer_norm(hidden[-(clip_skip + 1)])
         return embeds.to(self.unet.dtype)
+
+    def caption_conditions(
+        self, captions: list[str], n: int, do_cfg: bool, device, clip_skip: int | None = None,
+        negative_prompt: str | list[str] | None = None, prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None, size: tuple[int, int] | None = None,
+    ) -> dict[str, Any]:
+        """The UNet's caption inputs for a call, each caption repeated ``n`` times and, under guidance,
+        ``[negatives; prompts]``. SD-1.x: ``encoder_hidden_states``; SDXL adds ``added_cond_kwargs``."""
+        if prompt_embeds is None:
+            prompt_embeds = self.encode_prompt(captions, device, clip_skip)
+        prompt_embeds = prompt_embeds.to(device, self.unet.dtype).repeat_interleave(n, dim=0)
+        if not do_cfg:
+            return {"encoder_hidden_states": prompt_embeds}
+        if negative_prompt_embeds is None:
+            negative_prompt_embeds = self.encode_prompt(_negatives(negative_prompt, len(captions)), device, clip_skip)
+        negative_prompt_embeds = negative_prompt_embeds.to(device, self.unet.dtype).repeat_interleave(n, dim=0)
+        return {"encoder_hidden_states": torch.cat([negative_prompt_embeds, prompt_embeds])}
 
     def grounding_tokens(self, scenes: Sequence[Scene], device) -> torch.Tensor:
         """The tokenizer's output for a batch of scenes ([B, tokens, D]), computed once per call."""
@@ -535,17 +557,10 @@ class InteractDiffusionPipeline(DiffusionPipeline):
 
         # 2. text
         do_cfg = guidance_scale > 1.0
-        if prompt_embeds is None:
-            prompt_embeds = self.encode_prompt([s.caption for s in scene_list], device, clip_skip)
-        prompt_embeds = prompt_embeds.to(device, self.unet.dtype).repeat_interleave(n, dim=0)
-        if do_cfg:
-            if negative_prompt_embeds is None:
-                negatives = _negatives(negative_prompt, len(scene_list))
-                negative_prompt_embeds = self.encode_prompt(negatives, device, clip_skip)
-            negative_prompt_embeds = negative_prompt_embeds.to(device, self.unet.dtype).repeat_interleave(n, dim=0)
-            text = torch.cat([negative_prompt_embeds, prompt_embeds])
-        else:
-            text = prompt_embeds
+        conditions = self.caption_conditions(
+            [s.caption for s in scene_list], n, do_cfg, device, clip_skip, negative_prompt, prompt_embeds,
+            negative_prompt_embeds, (height, width),
+        )
 
         # 3. timesteps; grounding tokens once per call, never per step. The fusers' scale per iteration
         # counts steps as the official sampler does (diffusers' PLMS warm-up iteration is its step 0).
@@ -585,7 +600,7 @@ class InteractDiffusionPipeline(DiffusionPipeline):
                         noise_pred = self.unet(
                             model_input.to(self.unet.dtype),
                             t,
-                            encoder_hidden_states=text,
+                            **conditions,
                             cross_attention_kwargs=extra or None,
                             return_dict=False,
                         )[0].float()

@@ -305,7 +305,7 @@ def sample(pipe, scenes: Sequence[Scene], settings: Settings, size: tuple[int, i
         num_inference_steps=settings.steps,
         guidance_scale=settings.guidance_scale,
         interactdiffusion_scheduled_sampling_beta=settings.beta,
-        negative_prompt=settings.negative_prompt,
+        negative_prompt=settings.negative_prompt or None,  # none: SDXL zeroes the negative half
         eta=settings.eta,
         seed=settings.seed,
         num_images_per_prompt=images_per_scene,
@@ -350,7 +350,7 @@ def prepare_phrases(pipe, cfg: DictConfig, scenes: Sequence[Scene]) -> None:
 
     cache = cfg.get("phrase_cache")
     path = Path(cache).expanduser() if cache else None
-    fingerprint = module_fingerprint(pipe.text_encoder) if path else None
+    fingerprint = module_fingerprint(pipe.phrase_encoder.text_encoder) if path else None  # both encoders for XL
     if path is not None and (path.is_dir() or not path.suffix):
         path = phrase_cache_file(path, fingerprint)
     if path is not None and path.is_file():

@@ -359,14 +359,14 @@ def save_backbone(backbone: Backbone, folder: str | Path, dtype: torch.dtype = t
     return folder
 
 
-BACKBONE_METADATA_KEYS = ("resolution",)
+BACKBONE_METADATA_KEYS = ("resolution", "generation")
 
 
 def build_backbone(kind: str = "tiny", path: str | None = None, **kwargs) -> Backbone:
     """Entry point for configs: ``kind=tiny`` builds offline, ``kind=diffusers`` loads ``path``.
 
     Takes a whole ``backbone`` config group (plus ``grounding=``); keys that describe how the backbone
-    is used rather than built (``resolution``) are ignored here.
+    is used rather than built (``resolution``, ``generation``) are ignored here.
     """
     kwargs = {k: v for k, v in kwargs.items() if k not in BACKBONE_METADATA_KEYS}
     if kind == "tiny":
