@@ -114,3 +114,75 @@ def test_generate_cli_on_tiny_xl_unchanged(tmp_path):
     assert (tmp_path / "out" / "ride.png").is_file() and record["height"] == 32
     assert record["settings"]["guidance_scale"] == 5.0  # the XL backbone's generation default
     assert (tmp_path / "phrases.safetensors").is_file()
+
+
+def _reshard(unet_dir, parts: int = 2) -> None:
+    """Split the UNet weights the way ``save_pretrained(max_shard_size=...)`` does."""
+    from safetensors.torch import load_file, save_file
+
+    single = unet_dir / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(single))
+    keys = sorted(state)
+    weight_map = {}
+    for k in range(parts):
+        name = f"diffusion_pytorch_model-{k + 1:05d}-of-{parts:05d}.safetensors"
+        chunk = keys[k::parts]
+        save_file({key: state[key] for key in chunk}, str(unet_dir / name))
+        weight_map.update(dict.fromkeys(chunk, name))
+    (unet_dir / "diffusion_pytorch_model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map}))
+    single.unlink()
+
+
+def test_save_and_load_xl_folders_ours_and_official_sharded(pipe, tmp_path):
+    ours = tmp_path / "ours"
+    pipe.save_pretrained(ours)
+    assert (ours / "text_encoder_2").is_dir() and (ours / "tokenizer_2").is_dir()
+    loaded = InteractDiffusionPipeline.from_pretrained(ours)
+    assert type(loaded) is InteractDiffusionXLPipeline
+    kwargs = {**OFFICIAL, "num_inference_steps": 1, "output_type": "latent"}
+    expected = pipe(**kwargs, generator=torch.Generator().manual_seed(0)).images
+    assert torch.equal(loaded(**kwargs, generator=torch.Generator().manual_seed(0)).images, expected)
+
+    # the official release: no grounding_config.json (its projection always has 32 rows), sharded UNet
+    official = tmp_path / "official"
+    pipe.save_pretrained(official)
+    (official / "unet" / "grounding_config.json").unlink()
+    config = json.loads((official / "unet" / "config.json").read_text())
+    (official / "unet" / "config.json").write_text(json.dumps({**config, "_class_name": "InteractDiffusionUNet2DConditionModel"}))
+    _reshard(official / "unet")
+    released = InteractDiffusionPipeline.from_pretrained(official)
+    assert released.unet.position_net.max_interactions == 32
+    assert torch.equal(released(**kwargs, generator=torch.Generator().manual_seed(0)).images, expected)
+
+    # a lost shard is named
+    next((official / "unet").glob("*-00002-of-00002.safetensors")).unlink()
+    with pytest.raises(FileNotFoundError, match="shard diffusion_pytorch_model-00002-of-00002"):
+        InteractDiffusionPipeline.from_pretrained(official)
+
+
+def test_gligen_xl_initialisation_is_an_explicit_copy(tmp_path, caplog):
+    """GLIGEN-XL (a sharded diffusers UNet folder) → linear_action ← linears, null_action ← null_positive."""
+    from interactdiffusion.models.checkpoints import load_adapter_into
+    from interactdiffusion.models.unet import adapter_state_dict
+
+    gligen = build_backbone(kind="tiny_xl", grounding={"kind": "gligen"})
+    with torch.no_grad():
+        for param in gligen.unet.parameters():
+            param.normal_()
+    folder = tmp_path / "gligen-xl"
+    (folder / "unet").mkdir(parents=True)
+    gligen.unet.save_pretrained(folder / "unet")
+    _reshard(folder / "unet", parts=3)
+
+    target = build_backbone(kind="tiny_xl", grounding={"max_interactions": 32})
+    with caplog.at_level("INFO"):
+        load_adapter_into(target.unet, folder, strict=True)
+    state, source = adapter_state_dict(target.unet), adapter_state_dict(gligen.unet)
+    for k in range(0, 5, 2):
+        assert torch.equal(state[f"position_net.linear_action.{k}.weight"], source[f"position_net.linears.{k}.weight"])
+    assert torch.equal(state["position_net.null_action_feature"], source["position_net.null_positive_feature"])
+    fuser_keys = [k for k in source if ".fuser." in k]
+    assert fuser_keys and all(torch.equal(state[k], source[k]) for k in fuser_keys)
+    assert state["position_net.interaction_embedding.emb.weight"].shape == (32, 80)
+    assert "copied position_net.linears.0.weight -> position_net.linear_action.0.weight" in caplog.text

@@ -244,6 +244,12 @@ class InteractDiffusionPipeline(DiffusionPipeline):
                 f"pipeline folder not found: {folder} (nothing is downloaded: pass a local folder written by "
                 "save_pretrained or a local copy of the official diffusers release)"
             )
+        if cls is InteractDiffusionPipeline and (folder / "text_encoder_2").is_dir():  # an SDXL pipeline
+            from .pipeline_xl import InteractDiffusionXLPipeline
+
+            return InteractDiffusionXLPipeline.from_pretrained(
+                folder, torch_dtype, variant, scheduler, grounding, precision, device, **kwargs
+            )
         dtype = torch_dtype if torch_dtype is not None else resolve_dtype(precision)
         unet = _load_grounded_unet(folder / "unet", variant, grounding)
         part_kwargs: dict[str, Any] = {"local_files_only": True}
@@ -653,7 +659,8 @@ def _load_grounded_unet(folder: Path, variant: str | None, grounding: dict[str, 
     config = UNet2DConditionModel.load_config(folder)
     config = {k: v for k, v in config.items() if not k.startswith("_")}
     infix = f".{variant}" if variant else ""
-    candidates = [folder / f"diffusion_pytorch_model{infix}.safetensors", folder / f"diffusion_pytorch_model{infix}.bin"]
+    candidates = [folder / f"diffusion_pytorch_model{infix}.safetensors", folder / f"diffusion_pytorch_model{infix}.bin",
+                  folder / f"diffusion_pytorch_model{infix}.safetensors.index.json"]
     weights = next((p for p in candidates if p.is_file()), None)
     if weights is None:
         raise FileNotFoundError(f"no UNet weights in {folder}: expected {candidates[0].name} (or .bin)")

@@ -9,6 +9,7 @@ What differs: two text encoders, caption tokens of both encoders' penultimate la
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,17 @@ from typing import Any
 import torch
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from .models.sdxl import XLBackbone
+from .models.sdxl import XL_GROUNDING, XLBackbone
+from .models.space_to_depth import load_autoencoder
 from .models.text_encoders import DualPhraseEncoder, DualTextEncoder
-from .pipeline import InteractDiffusionPipeline, _negatives, load_weights, make_scheduler, resolve_dtype
+from .pipeline import (
+    IGNORED_LOAD_ARGUMENTS,
+    InteractDiffusionPipeline,
+    _negatives,
+    load_weights,
+    make_scheduler,
+    resolve_dtype,
+)
 
 
 @dataclass
@@ -85,6 +94,28 @@ class InteractDiffusionXLPipeline(InteractDiffusionPipeline):
             scheduler=make_scheduler(scheduler, dict(backbone.scheduler.config)),
         )
         return pipe._place(device, precision)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        torch_dtype: torch.dtype | None = None,
+        variant: str | None = None,
+        scheduler=None,
+        grounding: dict[str, Any] | None = None,
+        precision: str | None = None,
+        device: str | torch.device | None = None,
+        **kwargs,
+    ) -> InteractDiffusionXLPipeline:
+        """A local XL pipeline folder (ours or the official release); every weight must load."""
+        unknown = sorted(set(kwargs) - IGNORED_LOAD_ARGUMENTS)
+        if unknown:
+            raise TypeError(f"InteractDiffusionXLPipeline.from_pretrained got unsupported arguments: {', '.join(unknown)}")
+        folder = Path(pretrained_model_name_or_path).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"pipeline folder not found: {folder} (nothing is downloaded)")
+        pipe = load_xl_pipeline_folder(folder, variant, scheduler, grounding)
+        return pipe._place(device, torch_dtype if torch_dtype is not None else resolve_dtype(precision))
 
     def _place(self, device, dtype) -> InteractDiffusionXLPipeline:
         super()._place(device, dtype)
@@ -188,3 +219,37 @@ class InteractDiffusionXLPipeline(InteractDiffusionPipeline):
             )
         finally:
             self._micro = MicroConditioning()
+
+
+def load_xl_pipeline_folder(
+    folder: Path, variant: str | None = None, scheduler=None, grounding: dict[str, Any] | None = None,
+) -> InteractDiffusionXLPipeline:
+    """An XL pipeline folder: our ``save_pretrained`` or the official XL release (its UNet possibly sharded).
+
+    The official XL projection always has a 32-row instance table; without our ``grounding_config.json``
+    the tokenizer is built that way (widths follow the UNet: 2048 at SDXL size).
+    """
+    from .pipeline import GROUNDING_CONFIG_NAME, _load_grounded_unet, _require
+
+    if grounding is None and not (folder / "unet" / GROUNDING_CONFIG_NAME).is_file():
+        grounding = {"kind": "interactdiffusion", "max_interactions": XL_GROUNDING["max_interactions"]}
+    unet = _load_grounded_unet(folder / "unet", variant, grounding)
+    part_kwargs: dict[str, Any] = {"local_files_only": True, "dtype": torch.float32}
+    if variant:
+        part_kwargs["variant"] = variant
+    for part, what in (("vae", "the VAE"), ("text_encoder", "the CLIP-L text encoder"),
+                       ("text_encoder_2", "the bigG text encoder"), ("tokenizer", "the first tokenizer"),
+                       ("tokenizer_2", "the second tokenizer")):
+        _require(folder / part, what)
+    scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    _require(scheduler_file, "the scheduler")
+    saved = json.loads(scheduler_file.read_text(encoding="utf-8"))
+    return InteractDiffusionXLPipeline(
+        vae=load_autoencoder(folder / "vae", **({"variant": variant} if variant else {})),
+        text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder", **part_kwargs),
+        text_encoder_2=CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2", **part_kwargs),
+        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
+        tokenizer_2=CLIPTokenizer.from_pretrained(folder / "tokenizer_2", local_files_only=True),
+        unet=unet,
+        scheduler=make_scheduler(scheduler if scheduler is not None else saved.get("_class_name", "plms"), saved),
+    )

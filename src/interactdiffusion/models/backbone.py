@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from .sharded import is_shard_index, read_sharded_safetensors
 from .space_to_depth import build_autoencoder, downscale_factor, load_autoencoder
 from .unet import build_grounded_unet, freeze_all_but_adapter, is_adapter_key, set_fusers_enabled
 
@@ -50,7 +51,8 @@ expected a diffusers-format Stable Diffusion folder:
 (e.g. a local copy of CompVis/stable-diffusion-v1-4 or the SD-1.5 repository)"""
 
 _WEIGHT_FILES = {
-    "unet": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
+    "unet": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
+             "diffusion_pytorch_model.safetensors.index.json"),
     "vae": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
     "text_encoder": ("model.safetensors", "pytorch_model.bin"),
 }
@@ -161,7 +163,9 @@ def check_backbone_folder(path: str | Path) -> Path:
 
 
 def load_state_file(path: Path) -> dict[str, torch.Tensor]:
-    """Read safetensors, or a pickled state dict with ``weights_only=True`` (never arbitrary code)."""
+    """Read safetensors (one file or sharded), or a pickled state dict with ``weights_only=True``."""
+    if is_shard_index(path):
+        return read_sharded_safetensors(path)
     if path.suffix == ".safetensors":
         return load_file(str(path))
     state = torch.load(path, map_location="cpu", weights_only=True)

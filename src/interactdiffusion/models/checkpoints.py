@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .grounding import GLIGENGrounding
+from .sharded import is_shard_index, read_sharded_safetensors
 from .unet import ADAPTER_PREFIX, SD1_UNET_CONFIG, adapter_state_dict, is_adapter_key, load_adapter_state_dict
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,8 @@ def _tensor_dict(value: Any, path: Path, what: str) -> StateDict:
 
 def _read_weights(path: Path) -> StateDict:
     """A flat state dict from a ``.safetensors`` file or a pickled ``.bin``/``.pth``."""
+    if is_shard_index(path):
+        return read_sharded_safetensors(path)
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path))
@@ -336,6 +339,7 @@ _DIFFUSERS_WEIGHTS = (
     "diffusion_pytorch_model.safetensors",
     "diffusion_pytorch_model.fp16.safetensors",
     "diffusion_pytorch_model.bin",
+    "diffusion_pytorch_model.safetensors.index.json",  # sharded (an SDXL UNet with its fusers)
     "diffusion_pytorch_model.fp16.bin",
 )
 
