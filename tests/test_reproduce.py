@@ -20,8 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 def test_every_table_row_composes_as_an_eval_run(row, tmp_path):
     cfg = compose_row(row, [f"paths.data_dir={tmp_path}/data", f"paths.weights_dir={tmp_path}/w"])
     assert cfg["row"] == row
-    assert cfg["eval"]["steps"] == 50 and cfg["eval"]["guidance_scale"] == 7.5 and cfg["eval"]["seed"] == 489
-    assert cfg["eval"]["scheduler"] == "plms" and cfg["eval"]["resolution"] == 512
+    xl = row == "interactdiffusion_xl"  # the official XL pipeline's settings at 1024²
+    assert cfg["eval"]["steps"] == 50 and cfg["eval"]["guidance_scale"] == (5.0 if xl else 7.5)
+    assert cfg["eval"]["seed"] == 489 and cfg["eval"]["beta"] == 1.0
+    assert cfg["eval"]["scheduler"] == ("euler" if xl else "plms") and cfg["eval"]["resolution"] == (1024 if xl else 512)
+    if xl:
+        assert cfg["backbone"]["kind"] == "sdxl" and cfg["model"]["grounding"]["max_interactions"] == 32
+        assert cfg["eval"]["negative_prompt"] is None
     assert cfg["eval"]["real_images"] == (row == "real")
     # the official batch inference's files: <file_name>.jpg at PIL's quality 75, truncated to uint8
     assert (cfg["eval"]["image_format"], cfg["eval"]["jpeg_quality"], cfg["eval"]["quantize"]) == ("jpg", 75, "truncate")
@@ -81,7 +86,7 @@ def _fake_row(root: Path, row: str, meaningful: bool = True) -> None:
 
 
 def test_aggregation_has_every_column_of_the_paper_plus_non_rare(tmp_path):
-    for row in ("real", "sd14", "interactdiffusion"):
+    for row in ("real", "sd14", "interactdiffusion_xl", "interactdiffusion"):
         _fake_row(tmp_path / "rows", row)
     md, js = aggregate(tmp_path / "rows", tmp_path / "out", command="make reproduce-table")
     text = md.read_text()
@@ -91,8 +96,9 @@ def test_aggregation_has_every_column_of_the_paper_plus_non_rare(tmp_path):
         assert column in text
     assert "not comparable" in text and "meaningless" not in text
     assert "29.53/23.02" in text  # the paper's InteractDiffusion Swin-T Default Full/Rare
+    assert "| 16.65 | 0.00560 | 35.60/– (Swin-L) |" in text  # InteractDiffusion-XL: only Swin-L Full published
     rows = [r["row"] for r in json.loads(js.read_text())["rows"]]
-    assert rows == ["sd14", "interactdiffusion", "real"]  # the paper's order
+    assert rows == ["sd14", "interactdiffusion", "interactdiffusion_xl", "real"]  # the paper's order
 
 
 def test_aggregation_says_when_numbers_are_meaningless(tmp_path):
@@ -118,6 +124,6 @@ def test_tiny_profile_runs_the_whole_table_through_make(tmp_path):
     assert (row["settings"]["image_format"], row["settings"]["quantize"]) == ("jpg", "truncate")
     assert row["settings"]["anno_mat"].endswith("synthetic/anno.mat")
     assert "Warning" not in next((tmp_path / "work" / "logs").rglob("interactdiffusion/results.md")).read_text()
-    assert [r["row"] for r in data["rows"]] == ROW_ORDER
+    assert [r["row"] for r in data["rows"]] == [r for r in ROW_ORDER if r != "interactdiffusion_xl"]
     assert all(not r["meaningful"] for r in data["rows"])
     assert "meaningless" in (out / "results.md").read_text()

@@ -155,7 +155,7 @@ def generate_images(pipe, scenes: Sequence[Scene], settings: EvalSettings,
             guidance_scale=settings.guidance_scale,
             interactdiffusion_scheduled_sampling_beta=settings.beta,
             interactdiffusion_scheduled_sampling=settings.scheduled_sampling,
-            negative_prompt=settings.negative_prompt,
+            negative_prompt=settings.negative_prompt or None,  # none: SDXL zeroes the negative half
             seed=settings.seed,
             output_type="np",
         ).images

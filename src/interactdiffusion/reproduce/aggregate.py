@@ -95,7 +95,11 @@ def render_markdown(rows: list[dict[str, Any]], title: str = "InteractDiffusion 
                 for split in SPLITS:
                     cells.append(_fmt(result[setting][split]) if result else "–")
             paper = PAPER_TABLE.get(row["row"])
-            if paper:
+            if paper and paper.get("swin_t") is None:  # published with Swin-L only (the XL row)
+                swin_l = paper["swin_l"]
+                cells += [_fmt(paper["fid"]), _fmt(paper["kid"], 5)]
+                cells += ["/".join(_fmt(v) for v in swin_l[s]) + " (Swin-L)" for s in ("default", "known_object")]
+            elif paper:
                 swin_t = paper["swin_t"]
                 cells += [
                     _fmt(paper["fid"]), _fmt(paper["kid"], 5),

@@ -36,6 +36,13 @@ PAPER_TABLE: dict[str, dict] = {
         "swin_t": {"default": (29.53, 23.02), "known_object": (30.99, 24.93)},
         "swin_l": {"default": (31.56, 26.09), "known_object": (32.52, 27.04)},
     },
+    # InteractDiffusion-XL (REFERENCE §9): only Swin-L Default Full was published (Rare: None).
+    "interactdiffusion_xl": {
+        "label": "InteractDiffusion-XL",
+        "fid": 16.65, "kid": 0.00560,
+        "swin_t": None,
+        "swin_l": {"default": (35.60, None), "known_object": (None, None)},
+    },
     "real": {
         "label": "real HICO-DET images",
         "fid": None, "kid": None,
@@ -44,4 +51,5 @@ PAPER_TABLE: dict[str, dict] = {
     },
 }
 # Rows we add that have no paper number (our own trained adapter).
-ROW_ORDER = ["sd14", "gligen", "gligen_star", "interactdiffusion", "interactdiffusion_ours", "real"]
+ROW_ORDER = ["sd14", "gligen", "gligen_star", "interactdiffusion", "interactdiffusion_ours", "interactdiffusion_xl",
+             "real"]
