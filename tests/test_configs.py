@@ -52,7 +52,7 @@ def test_every_experiment_composes(experiment):
     assert cfg["name"] != "default"
     assert cfg["trainer"]["_target_"].endswith("Trainer")
     assert cfg["data"]["_target_"].endswith(("HICODataModule", "HOIShapesDataModule"))
-    assert cfg["backbone"]["kind"] in ("tiny", "diffusers")
+    assert cfg["backbone"]["kind"] in ("tiny", "diffusers", "tiny_xl", "sdxl")
 
 
 def test_paper_v1_0_is_the_papers_recipe():

@@ -24,6 +24,7 @@ from ..models.prediction_target import prediction_target
 from ..models.unet import adapter_state_dict, is_adapter_key
 from ..utils.pylogger import RankedLogger
 from .ema import AdapterEMA
+from .optimizers import build_optimizer
 from .resumable_data import POSITION_KEY, ResumableLoader
 from .schedule import warmup_constant_schedule
 from .seeding import capture_rng_state, generator, mix_seed, restore_rng_state, sample_generators
@@ -57,6 +58,7 @@ class Recipe:
     timestep_power: float = 1.0
     seed: int = 0
     phrase_cache_dir: str | None = None
+    optimizer: str = "adamw"  # or adamw_8bit (bitsandbytes, CUDA): training/optimizers.py
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> Recipe:
@@ -351,9 +353,7 @@ class InteractDiffusionModule(LightningModule):
     def configure_optimizers(self):
         params = [p for _, p in self.trainable_named_parameters()]
         recipe = self.recipe
-        optimizer = torch.optim.AdamW(
-            params, lr=recipe.lr, betas=recipe.betas, eps=recipe.eps, weight_decay=recipe.weight_decay
-        )
+        optimizer = build_optimizer(params, recipe.optimizer, recipe.lr, recipe.betas, recipe.eps, recipe.weight_decay)
         scheduler = warmup_constant_schedule(optimizer, recipe.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
