@@ -60,3 +60,77 @@ def test_8bit_adamw_is_refused_clearly_where_unsupported():
         build_optimizer(params, "adamw_8bit", 1e-4, (0.9, 0.999), 1e-8, 0.0)
     with pytest.raises(ValueError, match="must be one of"):
         build_optimizer(params, "sgd", 1e-4, (0.9, 0.999), 1e-8, 0.0)
+
+
+def test_fsdp_strategy_keeps_the_fusers_scalar_gates_out_of_sharding():
+    from interactdiffusion.models.sdxl import build_tiny_xl_backbone
+    from interactdiffusion.training.fsdp_scalars import exclude_scalars_from_fsdp
+
+    strategy = hydra.utils.instantiate(_compose(["trainer=fsdp"]).trainer.strategy)
+    unet = build_tiny_xl_backbone().unet
+    assert exclude_scalars_from_fsdp(strategy, unet) == 16  # 8 fusers x (alpha_attn, alpha_dense)
+    exclude_scalars_from_fsdp(strategy, unet)  # idempotent (configure_model may run again)
+    ignored = strategy.kwargs["ignored_states"]
+    assert len(ignored) == 16 and all(p.dim() == 0 for p in ignored)
+
+
+def _fsdp_rank(rank: int, world: int, port: int, results) -> None:
+    import os
+
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    from interactdiffusion.models.sdxl import build_tiny_xl_backbone
+    from interactdiffusion.training.fsdp_scalars import scalar_parameters
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    try:
+        strategy = hydra.utils.instantiate(_compose(["trainer=fsdp"]).trainer.strategy)
+        backbone = build_tiny_xl_backbone(grounding={"max_interactions": 32})
+        backbone.freeze()
+        kwargs = {k: v for k, v in strategy.kwargs.items() if k != "state_dict_type"}
+        try:
+            FullyShardedDataParallel(backbone.unet, device_id=torch.device("cpu"), **kwargs)
+        except ValueError as error:
+            results.put(("plain", rank, str(error)))
+        alphas = scalar_parameters(backbone.unet)
+        unet = FullyShardedDataParallel(backbone.unet, device_id=torch.device("cpu"), ignored_states=alphas, **kwargs)
+        optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=1e-2)
+        torch.manual_seed(rank)  # different data per rank
+        cond = backbone.unet_text_conditions(["a person", "a horse"], "cpu", size=(32, 32))
+        grounding = {"subject_boxes": torch.rand(2, 30, 4), "object_boxes": torch.rand(2, 30, 4),
+                     "masks": torch.ones(2, 30),
+                     **{f"{r}_positive_embeddings": torch.randn(2, 30, 80) for r in ("subject", "object", "action")}}
+        out = unet(torch.randn(2, 4, 16, 16), torch.tensor([10, 500]), **cond,
+                   cross_attention_kwargs={"gligen": grounding}).sample
+        out.pow(2).mean().backward()
+        strategy_stub = type("S", (), {})()
+        from interactdiffusion.training import fsdp_scalars
+
+        fsdp_scalars.is_fsdp = lambda _: True  # this process has no Lightning trainer
+        fsdp_scalars.average_scalar_grads(strategy_stub, backbone.unet)
+        optimizer.step()
+        results.put(("alphas", rank, [float(p) for p in alphas]))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_fsdp_with_ignored_gates_trains_on_two_cpu_ranks():
+    """Plain FSDP refuses the 0-dim gates; with them ignored and their grads averaged, both ranks agree."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    mp.start_processes(_fsdp_rank, args=(2, port, results), nprocs=2, start_method="spawn")
+    got = [results.get(timeout=60) for _ in range(4)]
+    assert all("scalar parameters" in r[2] for r in got if r[0] == "plain")
+    alphas = {r[1]: r[2] for r in got if r[0] == "alphas"}
+    assert alphas[0] == alphas[1] and any(a != 0 for a in alphas[0])

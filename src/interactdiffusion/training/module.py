@@ -24,6 +24,7 @@ from ..models.prediction_target import prediction_target
 from ..models.unet import adapter_state_dict, is_adapter_key
 from ..utils.pylogger import RankedLogger
 from .ema import AdapterEMA
+from .fsdp_scalars import average_scalar_grads, exclude_scalars_from_fsdp
 from .optimizers import build_optimizer
 from .resumable_data import POSITION_KEY, ResumableLoader
 from .schedule import warmup_constant_schedule
@@ -357,7 +358,14 @@ class InteractDiffusionModule(LightningModule):
         scheduler = warmup_constant_schedule(optimizer, recipe.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
+    def configure_model(self) -> None:
+        """Under FSDP the fusers' 0-dim gates stay replicated (FSDP refuses scalars): fsdp_scalars.py."""
+        if self._trainer is not None:
+            exclude_scalars_from_fsdp(self.trainer.strategy, self.unet)
+
     def on_before_optimizer_step(self, optimizer) -> None:
+        if self._trainer is not None:
+            average_scalar_grads(self.trainer.strategy, self.unet)
         grads = [p.grad for _, p in self.trainable_named_parameters() if p.grad is not None]
         if grads:
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
