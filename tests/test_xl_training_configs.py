@@ -31,10 +31,14 @@ def test_paper_xl_is_the_published_recipe():
     assert stage2["recipe"] == recipe
 
 
-def test_fsdp_strategy_wraps_one_unit_per_transformer_block():
-    from diffusers.models.attention import BasicTransformerBlock
+def test_fsdp_strategy_wraps_trainable_and_frozen_weights_in_separate_units():
+    from diffusers.models.attention import BasicTransformerBlock, GatedSelfAttentionDense
+    from diffusers.models.resnet import ResnetBlock2D
     from lightning.pytorch.strategies import FSDPStrategy
     from torch.distributed.fsdp import ShardingStrategy
+    from transformers.models.clip.modeling_clip import CLIPEncoderLayer
+
+    from interactdiffusion.models.grounding import GLIGENGrounding, InteractionTokenizer
 
     trainer = _compose(["trainer=fsdp"]).trainer
     strategy = hydra.utils.instantiate(trainer.strategy)
@@ -42,7 +46,8 @@ def test_fsdp_strategy_wraps_one_unit_per_transformer_block():
     assert strategy.sharding_strategy == ShardingStrategy.FULL_SHARD
     assert strategy.kwargs["use_orig_params"] is True
     policy = strategy.kwargs["auto_wrap_policy"]
-    assert policy._module_classes == {BasicTransformerBlock}
+    assert policy._module_classes == {GatedSelfAttentionDense, InteractionTokenizer, GLIGENGrounding,
+                                      BasicTransformerBlock, ResnetBlock2D, CLIPEncoderLayer}
     assert (trainer.accelerator, trainer.precision) == ("gpu", "bf16-mixed")
 
 
@@ -75,6 +80,7 @@ def test_fsdp_strategy_keeps_the_fusers_scalar_gates_out_of_sharding():
 
 
 def _fsdp_rank(rank: int, world: int, port: int, results) -> None:
+    import copy
     import os
 
     import torch.distributed as dist
@@ -91,10 +97,12 @@ def _fsdp_rank(rank: int, world: int, port: int, results) -> None:
         backbone = build_tiny_xl_backbone(grounding={"max_interactions": 32})
         backbone.freeze()
         kwargs = {k: v for k, v in strategy.kwargs.items() if k != "state_dict_type"}
-        try:
-            FullyShardedDataParallel(backbone.unet, device_id=torch.device("cpu"), **kwargs)
+        try:  # on a copy: auto-wrapping replaces children before it fails
+            FullyShardedDataParallel(copy.deepcopy(backbone.unet), device_id=torch.device("cpu"), **kwargs)
         except ValueError as error:
             results.put(("plain", rank, str(error)))
+        else:
+            results.put(("plain", rank, "accepted"))
         alphas = scalar_parameters(backbone.unet)
         unet = FullyShardedDataParallel(backbone.unet, device_id=torch.device("cpu"), ignored_states=alphas, **kwargs)
         optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=1e-2)
