@@ -207,14 +207,15 @@ class InteractDiffusionPipeline(DiffusionPipeline):
             return InteractDiffusionXLPipeline.from_backbone(backbone, weights, scheduler, precision, device)
         if weights is not None:
             load_weights(backbone, weights)
-        pipe = cls(
-            vae=backbone.vae,
-            text_encoder=backbone.text_encoder,
-            tokenizer=backbone.tokenizer,
-            unet=backbone.unet,
-            scheduler=make_scheduler(scheduler, dict(backbone.scheduler.config)),
-        )
+        pipe = cls(**cls.backbone_components(backbone),
+                   scheduler=make_scheduler(scheduler, dict(backbone.scheduler.config)))
         return pipe._place(device, precision)
+
+    @staticmethod
+    def backbone_components(backbone: Backbone) -> dict[str, Any]:
+        """The pipeline's components taken from a backbone (the scheduler apart)."""
+        return {"vae": backbone.vae, "text_encoder": backbone.text_encoder, "tokenizer": backbone.tokenizer,
+                "unet": backbone.unet}
 
     @classmethod
     def from_pretrained(
@@ -244,13 +245,11 @@ class InteractDiffusionPipeline(DiffusionPipeline):
                 f"pipeline folder not found: {folder} (nothing is downloaded: pass a local folder written by "
                 "save_pretrained or a local copy of the official diffusers release)"
             )
-        if cls is InteractDiffusionPipeline and (folder / "text_encoder_2").is_dir():  # an SDXL pipeline
-            from .pipeline_xl import InteractDiffusionXLPipeline
-
-            return InteractDiffusionXLPipeline.from_pretrained(
-                folder, torch_dtype, variant, scheduler, grounding, precision, device, **kwargs
-            )
         dtype = torch_dtype if torch_dtype is not None else resolve_dtype(precision)
+        if (folder / "text_encoder_2").is_dir():  # an SDXL pipeline: InteractDiffusionXLPipeline
+            from .pipeline_xl import load_xl_pipeline_folder
+
+            return load_xl_pipeline_folder(folder, variant, scheduler, grounding)._place(device, dtype)
         unet = _load_grounded_unet(folder / "unet", variant, grounding)
         part_kwargs: dict[str, Any] = {"local_files_only": True}
         if variant:

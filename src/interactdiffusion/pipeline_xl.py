@@ -22,10 +22,8 @@ from .models.sdxl import XL_GROUNDING, XLBackbone
 from .models.space_to_depth import load_autoencoder
 from .models.text_encoders import DualPhraseEncoder, DualTextEncoder
 from .pipeline import (
-    IGNORED_LOAD_ARGUMENTS,
     InteractDiffusionPipeline,
     _negatives,
-    load_weights,
     make_scheduler,
     resolve_dtype,
 )
@@ -73,49 +71,10 @@ class InteractDiffusionXLPipeline(InteractDiffusionPipeline):
         self.phrase_encoder = DualPhraseEncoder(self.text)
         self._micro = MicroConditioning()
 
-    @classmethod
-    def from_backbone(
-        cls,
-        backbone: XLBackbone,
-        weights: str | Path | None = None,
-        scheduler="plms",
-        precision: str | torch.dtype | None = None,
-        device: str | torch.device | None = None,
-    ) -> InteractDiffusionXLPipeline:
-        if weights is not None:
-            load_weights(backbone, weights)
-        pipe = cls(
-            vae=backbone.vae,
-            text_encoder=backbone.text_encoder,
-            text_encoder_2=backbone.text_encoder_2,
-            tokenizer=backbone.tokenizer,
-            tokenizer_2=backbone.tokenizer_2,
-            unet=backbone.unet,
-            scheduler=make_scheduler(scheduler, dict(backbone.scheduler.config)),
-        )
-        return pipe._place(device, precision)
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | Path,
-        torch_dtype: torch.dtype | None = None,
-        variant: str | None = None,
-        scheduler=None,
-        grounding: dict[str, Any] | None = None,
-        precision: str | None = None,
-        device: str | torch.device | None = None,
-        **kwargs,
-    ) -> InteractDiffusionXLPipeline:
-        """A local XL pipeline folder (ours or the official release); every weight must load."""
-        unknown = sorted(set(kwargs) - IGNORED_LOAD_ARGUMENTS)
-        if unknown:
-            raise TypeError(f"InteractDiffusionXLPipeline.from_pretrained got unsupported arguments: {', '.join(unknown)}")
-        folder = Path(pretrained_model_name_or_path).expanduser()
-        if not folder.is_dir():
-            raise FileNotFoundError(f"pipeline folder not found: {folder} (nothing is downloaded)")
-        pipe = load_xl_pipeline_folder(folder, variant, scheduler, grounding)
-        return pipe._place(device, torch_dtype if torch_dtype is not None else resolve_dtype(precision))
+    @staticmethod
+    def backbone_components(backbone: XLBackbone) -> dict[str, Any]:
+        return {**InteractDiffusionPipeline.backbone_components(backbone),
+                "text_encoder_2": backbone.text_encoder_2, "tokenizer_2": backbone.tokenizer_2}
 
     def _place(self, device, dtype) -> InteractDiffusionXLPipeline:
         super()._place(device, dtype)
