@@ -62,6 +62,10 @@ def test_tiny_xl_has_sdxl_structure(tiny_xl):
     text = tiny_xl.text
     ids_1 = tiny_xl.tokenizer(["riding"], padding="max_length", max_length=77, return_tensors="pt").input_ids
     assert torch.allclose(phrases[1, :32], text.text_encoder(ids_1).pooler_output[0], atol=1e-6)
+    # caption tokens: both encoders' penultimate hidden states (unnormed), as SDXL
+    ids_2 = tiny_xl.tokenizer_2([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    penultimate_2 = text.text_encoder_2(ids_2, output_hidden_states=True).hidden_states[-2]
+    assert torch.allclose(cond["encoder_hidden_states"][1, :, 32:], penultimate_2[0], atol=1e-6)
 
 
 def test_fresh_adapter_leaves_the_tiny_xl_unet_bitwise_unchanged(tiny_xl):
