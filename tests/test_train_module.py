@@ -17,7 +17,6 @@ from interactdiffusion.training.module import (
     InteractDiffusionModule,
     Recipe,
 )
-from interactdiffusion.training.schedule import WarmupConstant
 
 N = 30
 
@@ -201,10 +200,36 @@ def test_ema_tracks_only_the_adapter_and_round_trips():
     assert not torch.equal(param.detach(), ema.shadow[param_name])
 
 
-def test_warmup_then_constant():
-    schedule = WarmupConstant(4)
-    assert [schedule(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
-    assert WarmupConstant(0)(0) == 1.0
+def test_warmup_then_constant_matches_the_official_schedule():
+    """The official trainer's ``get_constant_schedule_with_warmup``: LR 0 at the first step, full LR
+    at optimiser step ``warmup_steps`` (the old schedule was one step ahead)."""
+    module = _module(warmup_steps=4, lr=1.0)
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(6):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert _module(warmup_steps=0, lr=1.0).configure_optimizers()["optimizer"].param_groups[0]["lr"] == 1.0
+
+
+def test_a_training_step_leaves_the_global_rng_alone(module):
+    """Per-step generators: user code and other callbacks keep their global streams across a step."""
+    batch = _batch()
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    with module.step_randomness(("batch", 5)):
+        loss, _ = module.compute_loss(batch, ("batch", 5))
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(7)  # another global state: the step's numbers do not depend on it
+    with module.step_randomness(("batch", 5)):
+        again, _ = module.compute_loss(batch, ("batch", 5))
+    assert torch.equal(loss, again)
+    state = torch.get_rng_state()
+    module.compute_loss(batch, ("batch", 6))
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_recipe_rejects_unknown_keys_and_bad_probabilities():

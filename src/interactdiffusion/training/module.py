@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from diffusers.optimization import get_constant_schedule_with_warmup
 from lightning import LightningModule
 from torch import nn
 
@@ -27,7 +29,6 @@ from .ema import AdapterEMA
 from .fsdp_scalars import average_scalar_grads, exclude_scalars_from_fsdp
 from .optimizers import build_optimizer
 from .resumable_data import POSITION_KEY, ResumableLoader
-from .schedule import warmup_constant_schedule
 from .seeding import capture_rng_state, generator, mix_seed, restore_rng_state, sample_generators
 
 log = RankedLogger(__name__, rank_zero_only=True)
@@ -269,7 +270,8 @@ class InteractDiffusionModule(LightningModule):
 
     # -- the training step ---------------------------------------------------------------------------
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, stats = self.compute_loss(batch, step_key=("batch", self._batches_seen))
+        with self.step_randomness(("batch", self._batches_seen)):
+            loss, stats = self.compute_loss(batch, step_key=("batch", self._batches_seen))
         self._batches_seen += 1
         if POSITION_KEY in batch:
             self._data_position = tuple(batch[POSITION_KEY])
@@ -292,8 +294,6 @@ class InteractDiffusionModule(LightningModule):
         size = len(captions)
         device = self.device
         gens = sample_generators(recipe.seed, step_key, scene_ids, device)
-        # Dropout (none in SD-1.x, but cheap to pin): the stream is fixed per step and rank.
-        torch.manual_seed(mix_seed(recipe.seed, *step_key, "dropout", self.global_rank))
 
         steps = self.noise_scheduler.config.num_train_timesteps
         timesteps = self.sample_timesteps(gens, steps, device)
@@ -336,6 +336,23 @@ class InteractDiffusionModule(LightningModule):
         }
         return loss, stats
 
+    @contextmanager
+    def step_randomness(self, step_key: tuple[Any, ...]):
+        """The global streams inside one step's forward pass, without touching anybody else's.
+
+        Every draw of ``compute_loss`` comes from its own per-sample generators; only dropout (none in
+        SD 1.x, but the adapter or another backbone may have some) must use the global stream, which
+        cannot take a generator. So the forward runs inside ``fork_rng`` seeded by (seed, step, rank):
+        the stream is fixed per step, and user code and other callbacks see their own streams go on
+        as if the step had not happened. Gradient checkpointing re-runs the forward with the state it
+        stashed, so the recomputation draws the same masks.
+        """
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            seed = mix_seed(self.recipe.seed, *step_key, "dropout", self.global_rank)
+            torch.manual_seed(seed)
+            yield
+
     def sample_timesteps(self, gens: list[torch.Generator], steps: int, device) -> torch.Tensor:
         """One training timestep per sample from its own generator: uniform (the paper), or
         ``t = T * u^p`` with ``recipe.timestep_power = p < 1`` to favour the noisy steps, where the
@@ -355,7 +372,9 @@ class InteractDiffusionModule(LightningModule):
         params = [p for _, p in self.trainable_named_parameters()]
         recipe = self.recipe
         optimizer = build_optimizer(params, recipe.optimizer, recipe.lr, recipe.betas, recipe.eps, recipe.weight_decay)
-        scheduler = warmup_constant_schedule(optimizer, recipe.warmup_steps)
+        # The official trainer's schedule (transformers' equivalent): factor step / warmup, so the
+        # first optimiser step has LR 0 and the full LR is reached at step ``warmup_steps``.
+        scheduler = get_constant_schedule_with_warmup(optimizer, recipe.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
     def configure_model(self) -> None:
