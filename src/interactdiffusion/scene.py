@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -286,11 +286,3 @@ def write_scenes_jsonl(scenes: Iterable[Scene], path: str | Path) -> int:
             count += 1
     tmp.replace(path)
     return count
-
-
-def iter_scenes_jsonl(path: str | Path) -> Iterator[Scene]:
-    path = Path(path)
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if line.strip():
-                yield Scene.from_dict(json.loads(line), default_id=str(line_no - 1), source=f"{path}:{line_no}")

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -459,8 +458,3 @@ def load_annotations(
     if cache is not None:
         _save_cache(key_for(split), result)
     return result
-
-
-def records_identical(a: Sequence[ImageRecord], b: Sequence[ImageRecord]) -> bool:
-    """Exact equality of two record lists (file names, sizes, boxes, ids, pair order)."""
-    return list(a) == list(b)

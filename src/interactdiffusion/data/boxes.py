@@ -16,7 +16,6 @@ writers convert back with ``continuous_to_one_based``, so the formats parse to i
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 Box = tuple[float, float, float, float]
@@ -37,23 +36,3 @@ def continuous_to_one_based(box: Sequence[float]) -> Box:
 def plain_number(value: float) -> int | float:
     """An integral float as ``int`` (how the json files write pixel indices), anything else unchanged."""
     return int(value) if float(value).is_integer() else float(value)
-
-
-def box_area(box: Sequence[float]) -> float:
-    x1, y1, x2, y2 = box
-    return max(0.0, x2 - x1) * max(0.0, y2 - y1)
-
-
-def clamp_box(box: Sequence[float], width: float, height: float) -> Box:
-    x1, y1, x2, y2 = box
-    return (
-        min(max(x1, 0.0), width),
-        min(max(y1, 0.0), height),
-        min(max(x2, 0.0), width),
-        min(max(y2, 0.0), height),
-    )
-
-
-def is_valid_box(box: Sequence[float]) -> bool:
-    """Finite with positive width and height."""
-    return all(math.isfinite(v) for v in box) and box[2] > box[0] and box[3] > box[1]

@@ -376,20 +376,3 @@ def write_detection_arrays(path: str | Path, det: DetectionArrays, file_names: S
         )
     tmp.replace(path)
     return len(det)
-
-
-def arrays_to_detections(
-    det: DetectionArrays, file_names: Sequence[str]
-) -> list[tuple[str, list[HOIDetection]]]:
-    """Per image (in GT order) the detections of ``det`` as :class:`HOIDetection` lists."""
-    per_image: list[list[HOIDetection]] = [[] for _ in file_names]
-    for k in range(len(det)):
-        per_image[int(det.image[k])].append(
-            HOIDetection(
-                tuple(det.human_boxes[k].tolist()),
-                tuple(det.object_boxes[k].tolist()),
-                int(det.hoi[k]),
-                float(det.scores[k]),
-            )
-        )
-    return list(zip(file_names, per_image))

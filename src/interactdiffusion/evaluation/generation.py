@@ -167,8 +167,7 @@ def generate_images(pipe, scenes: Sequence[Scene], settings: EvalSettings,
     return kept
 
 
-def _check_generation_record(images_dir: Path, record: dict[str, Any], mine: Sequence[Layout], shard: Shard,
-                             overwrite: bool) -> None:
+def _check_generation_record(images_dir: Path, record: dict[str, Any], mine: Sequence[Layout], overwrite: bool) -> None:
     """Images already there must come from the same settings; with ``overwrite`` stale ones are deleted
     (each rank deletes only its own share, so ranks never race)."""
     path = images_dir / GENERATION_RECORD
@@ -201,7 +200,7 @@ def generate_row_images(
 ) -> int:
     """This rank's missing images, written one by one; returns how many were generated."""
     mine = shard.take(layouts)
-    _check_generation_record(images_dir, record, mine, shard, settings.overwrite)
+    _check_generation_record(images_dir, record, mine, settings.overwrite)
     images_dir.mkdir(parents=True, exist_ok=True)
     if shard.is_main:
         report.write_json_atomic(images_dir / GENERATION_RECORD, record)

@@ -474,9 +474,3 @@ class InteractDiffusionModule(LightningModule):
                 f"(e.g. {missing[:3]}), {len(mismatched)} of another shape (e.g. {mismatched[:3]})"
             )
         return {k: state[k] for k in own}
-
-    def adapter_state(self, use_ema: bool = True) -> dict[str, torch.Tensor]:
-        """The adapter weights in diffusers names (EMA weights if kept and ``use_ema``)."""
-        if use_ema and self.ema is not None:
-            return {k[len("unet."):]: v.detach().cpu().clone() for k, v in self.ema.shadow.items()}
-        return {k: v.detach().cpu().clone() for k, v in adapter_state_dict(self.unet).items()}

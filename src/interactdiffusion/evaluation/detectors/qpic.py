@@ -175,11 +175,6 @@ def load_qpic_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], QPI
     return dict(state), config
 
 
-def save_qpic_checkpoint(model: QPIC, path: str | Path) -> None:
-    """Write ``{'model': state_dict, 'args': Namespace}``: QPIC's own container."""
-    torch.save({"model": model.state_dict(), "args": model.config.to_args()}, path)
-
-
 def load_qpic(path: str | Path) -> QPIC:
     state, config = load_qpic_checkpoint(path)
     model = QPIC(config)
