@@ -34,12 +34,14 @@ def test_exact_resume_and_checkpoint_contents(tmp_path, shared):
     common = FAST + ["data.batch_size=2", "recipe.warmup_steps=2", "recipe.lr=1e-3"]
     run_cli(common + paths(straight, shared) + ["trainer.max_steps=4"])
     run_cli(common + paths(split, shared) + ["trainer.max_steps=2"])
+    (first,) = run_dirs(split)
+    half = last_checkpoint(first)
     run_cli(common + paths(split, shared) + ["trainer.max_steps=4", "ckpt_path=last"])
     (full_run,) = run_dirs(straight)
-    first, resumed = run_dirs(split)
-    assert first != resumed  # a new run directory each time, never a collision
+    (resumed,) = run_dirs(split)
+    assert first == resumed  # the resumed run continues in its own run directory
 
-    full, half, end = last_checkpoint(full_run), last_checkpoint(first), last_checkpoint(resumed)
+    full, end = last_checkpoint(full_run), last_checkpoint(resumed)
     assert half["global_step"] == 2 and end["global_step"] == full["global_step"] == 4
     diffs = [(full["state_dict"][k] - end["state_dict"][k]).abs().max().item() for k in full["state_dict"]]
     assert max(diffs) <= 1e-7

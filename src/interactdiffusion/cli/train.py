@@ -19,6 +19,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from ..config_path import config_dir
@@ -60,6 +61,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     from ..training.checkpointing import load_module_weights, resolve_ckpt_path
     from ..training.export import export_trained
     from ..training.module import InteractDiffusionModule
+    from ..training.progress import StepProgressBar
     from ..training.resumable_data import make_train_loader_resumable
 
     if cfg.get("seed") is not None:
@@ -80,6 +82,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         make_train_loader_resumable(datamodule, seed=cfg.seed or 0, shuffle=order.get("shuffle"))
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    if cfg.trainer.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(StepProgressBar())  # steps of the run, not batches of an epoch
     loggers = instantiate_loggers(cfg.get("logger"))
     _prepare_ddp_children(cfg)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)

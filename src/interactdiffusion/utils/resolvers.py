@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from datetime import datetime
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -44,10 +45,39 @@ def run_name() -> str:
     return f"{datetime.now():%Y-%m-%d_%H-%M-%S-%f}_{uuid.uuid4().hex[:8]}"
 
 
+def run_dir(group_dir: str, ckpt_path=None) -> str:
+    """``<group>/runs/<new run_name>``, or, when ``ckpt_path`` resumes a run of this group (``last``,
+    a run directory or a checkpoint file under ``<group>/runs/<id>/``), that run's own directory: a
+    resumed run goes on writing its checkpoints, logs and samples where it started."""
+    group = Path(str(group_dir))
+    resumed = _resumed_run(group, ckpt_path)
+    return str(resumed) if resumed is not None else str(group / "runs" / run_name())
+
+
+def _resumed_run(group: Path, ckpt_path) -> Path | None:
+    if ckpt_path is None or str(ckpt_path) in ("", "null", "None"):
+        return None
+    if str(ckpt_path) == "last":
+        found = [p for p in group.glob("runs/*/checkpoints/last.ckpt") if p.is_file()]
+        if not found:
+            return None
+        path = max(found, key=lambda p: p.stat().st_mtime)
+    else:
+        path = Path(str(ckpt_path)).expanduser()
+    path = path.resolve()
+    runs = (group / "runs").resolve()
+    for parent in (path, *path.parents):
+        if parent.parent == runs:
+            return group / "runs" / parent.name
+    return None
+
+
 def register_resolvers() -> None:
-    """Idempotent; ``run_name`` is cached so every use within one process gives the same name."""
+    """Idempotent; ``run_name`` and ``run_dir`` are cached so every use within one process agrees."""
     if not OmegaConf.has_resolver("run_name"):
         OmegaConf.register_new_resolver("run_name", run_name, use_cache=True)
+    if not OmegaConf.has_resolver("run_dir"):
+        OmegaConf.register_new_resolver("run_dir", run_dir, use_cache=True)
     from ..dashboards.run_naming import register_wandb_resolvers
 
     register_wandb_resolvers()

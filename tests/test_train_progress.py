@@ -1,0 +1,54 @@
+"""The bare training command is a short run, and its progress bar counts the run's steps."""
+
+from __future__ import annotations
+
+import torch
+from hydra import compose, initialize_config_dir
+from lightning import LightningModule, Trainer
+from torch.utils.data import DataLoader, TensorDataset
+
+from interactdiffusion.config_path import config_dir
+from interactdiffusion.training.progress import StepProgressBar
+from interactdiffusion.utils import register_resolvers
+
+
+def test_the_bare_train_command_is_a_short_run():
+    register_resolvers()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="train")
+        paper = compose(config_name="train", overrides=["experiment=paper/interactdiffusion"])
+    assert 0 < cfg.trainer.max_steps <= 100
+    assert cfg.backbone.kind == "tiny"
+    assert paper.trainer.max_steps == 250000
+
+
+class _Linear(LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit(tmp_path, max_steps: int, ckpt_path=None) -> tuple[StepProgressBar, Trainer]:
+    bar = StepProgressBar()
+    trainer = Trainer(max_steps=max_steps, max_epochs=-1, callbacks=[bar], logger=False, default_root_dir=tmp_path,
+                      enable_model_summary=False, accelerator="cpu")
+    data = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=2)  # 4 batches an epoch
+    trainer.fit(_Linear(), data, ckpt_path=ckpt_path)
+    return bar, trainer
+
+
+def test_the_bar_counts_steps_of_the_run_not_batches_of_an_epoch(tmp_path):
+    bar, trainer = _fit(tmp_path, 10)
+    description, completed, total = bar.bar_state()
+    assert (completed, total) == (10, 10)
+    assert "-2" not in description and "epoch 2" in description
+    trainer.save_checkpoint(tmp_path / "mid.ckpt")
+    bar, _ = _fit(tmp_path, 14, ckpt_path=tmp_path / "mid.ckpt")  # resumed mid-epoch: never more than the total
+    _, completed, total = bar.bar_state()
+    assert (completed, total) == (14, 14)
