@@ -52,3 +52,16 @@ def test_the_bar_counts_steps_of_the_run_not_batches_of_an_epoch(tmp_path):
     bar, _ = _fit(tmp_path, 14, ckpt_path=tmp_path / "mid.ckpt")  # resumed mid-epoch: never more than the total
     _, completed, total = bar.bar_state()
     assert (completed, total) == (14, 14)
+
+
+def test_a_run_prints_neither_the_config_tree_nor_adverts(tmp_path, capfd):
+    """The ~190-line config tree and third-party adverts/deprecations are behind extras.* flags."""
+    from train_helpers import FAST, paths, run_cli
+
+    quiet = [o for o in FAST if not o.startswith("extras.")] + ["trainer.max_steps=1"]
+    run_cli(quiet + paths(tmp_path, tmp_path / "shared"))
+    output = "".join(capfd.readouterr())
+    assert "litlogger" not in output and "is deprecated" not in output
+    assert "CONFIG" not in output
+    (run,) = (tmp_path / "logs" / "train" / "tiny_synthetic" / "runs").glob("*")
+    assert "backbone" in (run / "config_tree.log").read_text()  # still saved beside the run

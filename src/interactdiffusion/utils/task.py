@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -49,12 +50,34 @@ def extras(cfg: DictConfig) -> None:
         warnings.filterwarnings("ignore")
     if ex.get("enforce_tags") and not cfg.get("tags"):
         raise ValueError("set `tags=[...]` for this run (extras.enforce_tags=true)")
-    if ex.get("print_config"):
-        print_config_tree(cfg, save_to=cfg.paths.output_dir if cfg.get("paths") else None)
+    if not ex.get("third_party_notices", False):
+        quiet_third_party()
+    save_to = OmegaConf.select(cfg, "paths.output_dir", default=None)
+    print_config_tree(cfg, save_to=save_to, show=bool(ex.get("print_config")))
 
 
-def print_config_tree(cfg: DictConfig, save_to: str | None = None, resolve: bool = False) -> None:
-    """Print the composed config as a rich tree (rank 0) and save it as ``config_tree.log``."""
+ADVERT_MARKERS = ("💡 Tip", "litlogger")
+
+
+class _DropAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(marker in message for marker in ADVERT_MARKERS)
+
+
+def quiet_third_party() -> None:
+    """Hide Lightning's product adverts and the deprecation notices of the libraries underneath
+    (``extras.third_party_notices=true`` shows them): nothing a user of this project can act on."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropAdverts) for f in logger.filters):
+            logger.addFilter(_DropAdverts())
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def print_config_tree(cfg: DictConfig, save_to: str | None = None, resolve: bool = False, show: bool = True) -> None:
+    """Print the composed config as a rich tree (rank 0, when ``show``) and save it as ``config_tree.log``."""
     from lightning_utilities.core.rank_zero import rank_zero_only
 
     if getattr(rank_zero_only, "rank", 0) not in (0, None):
@@ -70,8 +93,9 @@ def print_config_tree(cfg: DictConfig, save_to: str | None = None, resolve: bool
         value = cfg[key]
         text = OmegaConf.to_yaml(value, resolve=resolve) if isinstance(value, DictConfig) else str(value)
         branch.add(rich.syntax.Syntax(text, "yaml"))
-    rich.print(tree)
-    if save_to:
+    if show:
+        rich.print(tree)
+    if save_to and Path(save_to).is_dir():
         with open(Path(save_to) / "config_tree.log", "w") as handle:
             rich.print(tree, file=handle)
 
