@@ -314,3 +314,68 @@ def test_unparsable_file_and_missing_input(tmp_path, capsys):
     assert "cannot parse" in capsys.readouterr().err
     assert generate(*FAST, f"output_dir={tmp_path / 'out'}") == 2
     assert "setting 'input' is required" in capsys.readouterr().err
+
+
+def test_validation_and_metadata_follow_the_loaded_adapter(tmp_path, capsys):
+    """A 4-slot adapter (HOI-Shapes) refuses a 5-interaction scene before generating; a GLIGEN adapter is
+    recorded as GLIGEN although the config says interactdiffusion."""
+    from interactdiffusion.models.backbone import build_tiny_backbone
+    from interactdiffusion.models.checkpoints import save_adapter
+
+    small = build_tiny_backbone(seed=0, grounding={"kind": "interactdiffusion", "max_interactions": 4})
+    four = save_adapter(small.unet, tmp_path / "four", config={"kind": "interactdiffusion", "max_interactions": 4})
+    five = [interaction(sbox=(0.01 * k, 0.1, 0.5, 0.9)) for k in range(5)]
+    src = write(tmp_path / "scenes.json", [{"id": "five", "interactions": five}])
+    out = tmp_path / "out"
+    assert generate(*FAST, f"input={src}", f"weights={four}", f"output_dir={out}") == 2
+    err = capsys.readouterr().err
+    assert "scene 'five'" in err and "at most 4" in err
+    assert not out.exists()
+
+    gligen = build_tiny_backbone(seed=0, grounding={"kind": "gligen"})
+    weights = save_adapter(gligen.unet, tmp_path / "gligen", config={"kind": "gligen"})
+    src = write(tmp_path / "one.json", scenes()[:1])
+    assert generate(*FAST, f"input={src}", f"weights={weights}", f"output_dir={out}") == 0
+    assert metadata(out)[0]["settings"]["grounding"]["kind"] == "gligen"
+    assert generate(*FAST, f"input={src}", f"weights={weights}", f"output_dir={out}") == 0  # resumes
+
+
+def test_the_shipped_example_scene_file_generates(tmp_path):
+    example = Path(__file__).resolve().parents[1] / "examples" / "scenes.json"
+    out = tmp_path / "out"
+    assert generate(*FAST, "steps=1", f"input={example}", f"output_dir={out}") == 0
+    assert sorted(r["id"] for r in metadata(out)) == ["kitchen", "ride"]
+
+
+def test_scene_file_typos_lines_binary_and_vocabulary(tmp_path, capsys):
+    """A misspelled key is an error naming it with a suggestion; JSONL errors give the right line; a
+    binary file is a message; phrases outside a given training vocabulary are a warning."""
+    typo = write(tmp_path / "typo.json", [{"id": "t", "interaction": [interaction()]}])
+    assert generate(*FAST, f"input={typo}", f"output_dir={tmp_path / 'out'}") == 2
+    err = capsys.readouterr().err
+    assert "field 'interaction'" in err and "did you mean 'interactions'" in err
+    inner = write(tmp_path / "inner.json", [{"id": "t", "interactions": [{**interaction(), "objectbox": [0, 0, 1, 1]}]}])
+    assert generate(*FAST, f"input={inner}", f"output_dir={tmp_path / 'out'}") == 2
+    assert "did you mean 'object_box'" in capsys.readouterr().err
+
+    lines = tmp_path / "scenes.jsonl"
+    lines.write_text("\n" + json.dumps({"id": "a", "interactions": []}) + "\n\n"
+                     + json.dumps({"id": "b", "width": -1, "interactions": []}) + "\n")
+    assert generate(*FAST, f"input={lines}", f"output_dir={tmp_path / 'out'}") == 2
+    assert f"{lines}:4: scene 'b', field 'width'" in capsys.readouterr().err
+
+    binary = tmp_path / "scenes.json"
+    binary.write_bytes(bytes(range(256)))
+    assert generate(*FAST, f"input={binary}", f"output_dir={tmp_path / 'out'}") == 2
+    assert "not a UTF-8 text file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+    from interactdiffusion.vocab import HOIVocabulary
+
+    vocab = HOIVocabulary.from_action_list([("horse", "ride", "riding")])
+    vocab.save(tmp_path / "vocabulary.json")
+    src = write(tmp_path / "ok.json", [{"id": "x", "interactions": [interaction(obj="unicorn")]}])
+    assert generate(*FAST, "steps=1", f"input={src}", f"vocabulary={tmp_path / 'vocabulary.json'}",
+                    f"output_dir={tmp_path / 'ok'}") == 0
+    out = capsys.readouterr()
+    assert "'unicorn' is outside the training vocabulary" in out.out + out.err

@@ -30,6 +30,25 @@ class SceneError(ValueError):
         self.source = source
 
 
+SCENE_KEYS = frozenset({"id", "prompt", "width", "height", "seed", "interactions"})
+INTERACTION_KEYS = frozenset({"subject", "action", "object", "subject_box", "object_box"})
+# What the project's own producers keep beside a scene (``Scene.extra``: test layouts, training crops),
+# so their files read back; any other key is a typo until proven otherwise.
+PRODUCER_KEYS = frozenset({"file_name", "original_width", "original_height", "gt_box_convention", "gt_pairs", "flip"})
+
+
+def _check_keys(item: dict, known: frozenset[str], scene_id: str | None, prefix: str) -> None:
+    """An unknown key is an error naming it, with the closest known key: a misspelled ``"interaction"``
+    would otherwise give an ungrounded image without a word."""
+    import difflib
+
+    for key in item:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
+            raise SceneError(scene_id, prefix + str(key), f"unknown key{hint}")
+
+
 def _validate_box(box: Sequence[float], scene_id: str | None, field_name: str) -> Box:
     if len(box) != 4:
         raise SceneError(scene_id, field_name, f"expected 4 numbers [x1, y1, x2, y2], got {list(box)!r}")
@@ -197,10 +216,12 @@ class Scene:
                     stacklevel=2,
                 )
                 raw = raw[:MAX_INTERACTIONS]
+            _check_keys(data, SCENE_KEYS | PRODUCER_KEYS, scene_id, "")
             interactions = []
             for k, item in enumerate(raw):
                 if not isinstance(item, dict):
                     raise SceneError(scene_id, f"interactions[{k}]", "must be an object")
+                _check_keys(item, INTERACTION_KEYS, scene_id, f"interactions[{k}].")
                 missing = [f for f in ("subject", "action", "object", "subject_box", "object_box") if f not in item]
                 if missing:
                     raise SceneError(scene_id, f"interactions[{k}].{missing[0]}", "is missing")
@@ -219,8 +240,7 @@ class Scene:
                 interactions.append(
                     Interaction(item["subject"], item["action"], item["object"], boxes[0], boxes[1])
                 )
-            known = {"id", "prompt", "width", "height", "seed", "interactions"}
-            extra = {k: v for k, v in data.items() if k not in known}
+            extra = {k: v for k, v in data.items() if k not in SCENE_KEYS}
             return cls(
                 id=scene_id,
                 interactions=tuple(interactions),
@@ -239,38 +259,54 @@ class Scene:
 def read_scenes(
     path: str | Path, *, box_format: str = "normalized", truncate: bool = False
 ) -> list[Scene]:
-    """Read a JSON list, JSONL or YAML list of scenes; all are validated before any is returned."""
+    """Read a JSON list, JSONL or YAML list of scenes; all are validated before any is returned.
+
+    Errors name the file (and for JSONL the 1-based line), the scene and the field.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"scene file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SceneError(None, "<file>", f"not a UTF-8 text file (byte {err.start}): expected JSON, JSONL or YAML",
+                         str(path)) from None
     suffix = path.suffix.lower()
+    sources: list[str] | None = None
     try:
         if suffix == ".jsonl":
-            items = [json.loads(line) for line in text.splitlines() if line.strip()]
+            items, sources = [], []
+            for line_no, line in enumerate(text.splitlines(), 1):
+                if line.strip():
+                    try:
+                        items.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise SceneError(None, "<line>", f"cannot parse JSON: {err.msg}", f"{path}:{line_no}") from None
+                    sources.append(f"{path}:{line_no}")
         elif suffix in (".yaml", ".yml"):
             import yaml
 
             items = yaml.safe_load(text)
         else:
             items = json.loads(text)
-    except (json.JSONDecodeError, Exception) as err:
-        if isinstance(err, SceneError):
-            raise
+    except SceneError:
+        raise
+    except Exception as err:
         raise SceneError(None, "<file>", f"cannot parse {suffix or 'file'}: {err}", str(path)) from None
     if isinstance(items, dict) and "scenes" in items:
         items = items["scenes"]
     if not isinstance(items, list):
         raise SceneError(None, "<file>", "expected a list of scenes", str(path))
     scenes = [
-        Scene.from_dict(item, default_id=str(k), box_format=box_format, truncate=truncate, source=str(path))
+        Scene.from_dict(item, default_id=str(k), box_format=box_format, truncate=truncate,
+                        source=sources[k] if sources else str(path))
         for k, item in enumerate(items)
     ]
-    seen: set[str] = set()
-    for scene in scenes:
+    seen: dict[str, int] = {}
+    for k, scene in enumerate(scenes):
         if scene.id in seen:
-            raise SceneError(scene.id, "id", "duplicate scene id", str(path))
-        seen.add(scene.id)
+            raise SceneError(scene.id, "id", "duplicate scene id", sources[k] if sources else str(path))
+        seen[scene.id] = k
     return scenes
 
 

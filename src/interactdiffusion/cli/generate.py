@@ -18,7 +18,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from ..config_path import config_dir
 from ..resume import content_fingerprint, settings_difference
-from ..scene import Scene, SceneError, read_scenes
+from ..scene import MAX_INTERACTIONS, Scene, SceneError, read_scenes
 
 log = logging.getLogger("interactdiffusion.generate")
 
@@ -198,7 +198,31 @@ def load_input(cfg: DictConfig) -> tuple[list[Scene], list[str]]:
     if not scenes:
         raise InputError(f"{path}: no scenes")
     check_ids(scenes, str(path))
-    return scenes, [str(w.message) for w in caught]
+    messages = [str(w.message) for w in caught]
+    vocabulary = cfg.get("vocabulary")
+    if vocabulary:
+        messages += out_of_vocabulary(scenes, str(vocabulary), str(path))
+    return scenes, messages
+
+
+def out_of_vocabulary(scenes: Sequence[Scene], vocabulary: str, source: str) -> list[str]:
+    """One warning per phrase outside the training vocabulary (generation still runs: CLIP embeds any
+    phrase, but the adapter only learnt the training ones)."""
+    from ..data.annotations import load_vocabulary
+
+    try:
+        known = set(load_vocabulary(vocabulary).phrases())
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        raise InputError(f"setting 'vocabulary': {error}") from None
+    seen: dict[str, str] = {}
+    for scene in scenes:
+        for k, item in enumerate(scene.interactions):
+            for name in ("subject", "action", "object"):
+                phrase = getattr(item, name)
+                if phrase not in known and phrase not in seen:
+                    seen[phrase] = f"scene {scene.id!r}, field 'interactions[{k}].{name}'"
+    return [f"{source}: {where}: {phrase!r} is outside the training vocabulary ({vocabulary})"
+            for phrase, where in seen.items()]
 
 
 # -- the output folder -----------------------------------------------------------------------------
@@ -263,8 +287,9 @@ def plan_resume(
         kept[sid] = record
         if sid not in by_id:
             continue
-        old = record.get("settings", {})
-        detail = settings_difference(old, wanted)
+        # the adapter's grounding block is read from the loaded weights (identified by their sha256)
+        old = {k: v for k, v in record.get("settings", {}).items() if k != "grounding"}
+        detail = settings_difference(old, {k: v for k, v in wanted.items() if k != "grounding"})
         if detail is not None:
             raise InputError(
                 f"{output_dir} holds images made with other settings ({detail}); "
@@ -336,6 +361,25 @@ def build_pipeline(cfg: DictConfig, settings: Settings):
     log.info("loaded %s; scheduler %s, %s on %s", what, type(pipe.scheduler).__name__, settings.precision,
              settings.device)
     return pipe
+
+
+def adopt_loaded_adapter(settings: Settings, pipe, scenes: Sequence[Scene], truncate: bool) -> Settings:
+    """The settings with the grounding block of the adapter actually loaded (a GLIGEN adapter is recorded
+    as GLIGEN whatever ``model=`` said), after checking every scene against *its* interaction limit
+    (4 for the HOI-Shapes adapters, not the config's 30): an error naming the scene, or with
+    ``truncate=true`` a warning (the pipeline keeps the first ones)."""
+    from ..pipeline import grounding_config_of
+
+    position_net = pipe.unet.position_net
+    limit = int(getattr(position_net, "max_interactions", MAX_INTERACTIONS))
+    for scene in scenes:
+        if len(scene.interactions) > limit:
+            message = (f"scene {scene.id!r}, field 'interactions': {len(scene.interactions)} interactions; the "
+                       f"loaded adapter ({settings.weights or settings.backbone}) takes at most {limit}")
+            if not truncate:
+                raise InputError(message + " (truncate=true keeps the first ones with a warning)")
+            log.warning("%s; only the first %d are used", message, limit)
+    return replace(settings, grounding=grounding_config_of(position_net))
 
 
 def prepare_phrases(pipe, cfg: DictConfig, scenes: Sequence[Scene]) -> None:
@@ -418,6 +462,7 @@ def run(cfg: DictConfig) -> int:
         return 0
 
     pipe = build_pipeline(cfg, settings)
+    settings = adopt_loaded_adapter(settings, pipe, todo, bool(_get(cfg, "truncate")))
     output_dir.mkdir(parents=True, exist_ok=True)
     prepare_phrases(pipe, cfg, todo)
     meta_path = output_dir / METADATA_NAME
