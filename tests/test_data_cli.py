@@ -75,3 +75,14 @@ def test_make_synthetic_and_console_script(tmp_path):
                                capture_output=True, text=True, check=True).stdout
     for command in ("stats", "export-layouts", "make-synthetic"):
         assert command in help_text
+
+
+def test_make_synthetic_refuses_a_non_empty_folder(tmp_path, capsys):
+    folder = tmp_path / "hico"
+    folder.mkdir()
+    (folder / "anno_bbox.mat").write_bytes(b"the real annotations")
+    assert main(["make-synthetic", "--out", str(folder), "--num-train", "2", "--num-test", "2"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (folder / "anno_bbox.mat").read_bytes() == b"the real annotations"
+    assert main(["make-synthetic", "--out", str(folder), "--num-train", "2", "--num-test", "2", "--overwrite"]) == 0
+    assert (folder / "anno_bbox.mat").read_bytes() != b"the real annotations"

@@ -69,6 +69,10 @@ def _export_layouts(args) -> int:
 def _make_synthetic(args) -> int:
     from ..data.synthetic import write_synthetic_hicodet
 
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())) and not args.overwrite:
+        print(f"error: --out {args.out} is not empty (it may hold a real anno_bbox.mat or images); "
+              "pick an empty folder, or pass --overwrite to replace the synthetic files in it", file=sys.stderr)
+        return 2
     out = write_synthetic_hicodet(args.out, num_train=args.num_train, num_test=args.num_test, seed=args.seed)
     print(f"synthetic HICO-DET in {out.root}: {len(out.train_records)} train / {len(out.test_records)} test images, "
           f"{out.vocab.num_classes} classes ({int(out.vocab.rare_mask().sum())} rare)")
@@ -96,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--num-train", type=int, default=48)
     synthetic.add_argument("--num-test", type=int, default=16)
     synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder")
     synthetic.set_defaults(func=_make_synthetic)
 
     try:
