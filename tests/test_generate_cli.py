@@ -379,3 +379,23 @@ def test_scene_file_typos_lines_binary_and_vocabulary(tmp_path, capsys):
                     f"output_dir={tmp_path / 'ok'}") == 0
     out = capsys.readouterr()
     assert "'unicorn' is outside the training vocabulary" in out.out + out.err
+
+
+def test_nan_weights_fail_the_scene_naming_the_weights(tmp_path, capsys):
+    from interactdiffusion.models.backbone import build_tiny_backbone
+    from interactdiffusion.models.checkpoints import save_adapter
+    from interactdiffusion.models.unet import adapter_named_parameters
+
+    backbone = build_tiny_backbone(seed=0)
+    with torch.no_grad():
+        for name, param in adapter_named_parameters(backbone.unet):
+            if name.startswith("position_net."):
+                param.fill_(float("nan"))
+    weights = save_adapter(backbone.unet, tmp_path / "nan", config={"kind": "interactdiffusion"})
+    src = write(tmp_path / "scenes.json", scenes()[:1])
+    out = tmp_path / "out"
+    assert generate(*FAST, "steps=1", f"input={src}", f"weights={weights}", f"output_dir={out}") == 2
+    err = capsys.readouterr().err
+    assert "scene 'ride'" in err and "non-finite" in err and str(weights.resolve()) in err
+    assert not (out / "metadata.jsonl").exists() or not (out / "metadata.jsonl").read_text()
+    assert not (out / "ride.png").exists()

@@ -65,3 +65,29 @@ def test_a_run_prints_neither_the_config_tree_nor_adverts(tmp_path, capfd):
     assert "CONFIG" not in output
     (run,) = (tmp_path / "logs" / "train" / "tiny_synthetic" / "runs").glob("*")
     assert "backbone" in (run / "config_tree.log").read_text()  # still saved beside the run
+
+
+BAD_TRAIN_SETTINGS = {
+    "data.batch_size=-1": "setting 'data.batch_size' must be a positive integer, got -1",
+    "data.batch_size=0": "setting 'data.batch_size' must be a positive integer, got 0",
+    "recipe.lr=abc": "setting 'recipe.lr' must be a number, got 'abc'",
+    "ckpt_path=/nonexistent/last.ckpt": "ckpt_path=/nonexistent/last.ckpt: no such checkpoint",
+}
+
+
+def test_bad_settings_are_one_line_errors_with_exit_2_before_the_model_is_built(tmp_path, capsys, monkeypatch):
+    import pytest
+    from train_helpers import FAST, paths, run_cli
+
+    import interactdiffusion.training.module as module
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built before the settings were checked")
+
+    monkeypatch.setattr(module.InteractDiffusionModule, "__init__", no_model)
+    for override, message in BAD_TRAIN_SETTINGS.items():
+        with pytest.raises(SystemExit) as exit_:
+            run_cli(FAST + paths(tmp_path, tmp_path / "shared") + [override])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (override, err)

@@ -321,10 +321,12 @@ def batches(scenes: Sequence[Scene], settings: Settings) -> Iterator[tuple[tuple
 
 
 def sample(pipe, scenes: Sequence[Scene], settings: Settings, size: tuple[int, int], images_per_scene: int = 1):
-    """One pipeline call with the recorded settings (also the app's Generate: the same image per scene)."""
+    """One pipeline call with the recorded settings (also the app's Generate: the same image per scene);
+    PIL images, after checking they are finite."""
     height, width = size
-    return pipe(
-        list(scenes),
+    scenes = list(scenes)
+    out = pipe(
+        scenes,
         height=height,
         width=width,
         num_inference_steps=settings.steps,
@@ -334,7 +336,10 @@ def sample(pipe, scenes: Sequence[Scene], settings: Settings, size: tuple[int, i
         eta=settings.eta,
         seed=settings.seed,
         num_images_per_prompt=images_per_scene,
+        output_type="np",
     )
+    out.images = finite_images(pipe, out.images, scenes, settings, images_per_scene)
+    return out
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -380,6 +385,22 @@ def adopt_loaded_adapter(settings: Settings, pipe, scenes: Sequence[Scene], trun
                 raise InputError(message + " (truncate=true keeps the first ones with a warning)")
             log.warning("%s; only the first %d are used", message, limit)
     return replace(settings, grounding=grounding_config_of(position_net))
+
+
+def finite_images(pipe, arrays, scenes: Sequence[Scene], settings: Settings, per_scene: int = 1) -> list:
+    """PIL images of the pipeline's float output, after checking it is finite: NaN weights (or an fp16
+    overflow) would otherwise be saved as black images and recorded as done."""
+    import numpy as np
+
+    for k, array in enumerate(arrays):
+        scene = scenes[k // per_scene]
+        if not np.isfinite(array).all():
+            raise InputError(
+                f"scene {scene.id!r}: the image has non-finite values (NaN/inf) with weights "
+                f"{settings.weights or '(none)'} on backbone {settings.backbone} at {settings.precision}; "
+                "check those weights (or try precision=fp32); nothing was recorded for this scene"
+            )
+    return pipe.numpy_to_pil(np.asarray(arrays))
 
 
 def prepare_phrases(pipe, cfg: DictConfig, scenes: Sequence[Scene]) -> None:

@@ -107,9 +107,59 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     return metrics, objects
 
 
+EXIT_BAD_CONFIG = 2
+
+
+class TrainConfigError(ValueError):
+    """A setting that cannot work; reported with the setting's name before anything is built."""
+
+
+def _positive_int(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key, default=None)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise TrainConfigError(f"setting '{key}' must be a positive integer, got {value!r}")
+
+
+def check_config(cfg: DictConfig) -> str | None:
+    """The settings a run would otherwise trip over after minutes of set-up (or in a traceback): the
+    batch size, the recipe's types and ranges, the checkpoint to resume. Returns the resolved ckpt_path."""
+    from ..training.checkpointing import resolve_ckpt_path
+    from ..training.module import Recipe
+
+    _positive_int(cfg, "data.batch_size")
+    _positive_int(cfg, "data.num_val_images")
+    recipe = OmegaConf.to_container(cfg.recipe, resolve=True) if cfg.get("recipe") is not None else {}
+    defaults = Recipe()
+    for key, value in recipe.items():
+        default = getattr(defaults, key, None)
+        if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise TrainConfigError(f"setting 'recipe.{key}' must be a number, got {value!r}")
+        if isinstance(default, int) and not isinstance(default, bool) and key != "seed" and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise TrainConfigError(f"setting 'recipe.{key}' must be a non-negative integer, got {value!r}")
+    try:
+        Recipe.from_mapping(recipe)
+    except (TypeError, ValueError) as error:
+        raise TrainConfigError(f"setting 'recipe': {error}") from None
+    if isinstance(recipe.get("lr"), (int, float)) and not recipe["lr"] > 0:
+        raise TrainConfigError(f"setting 'recipe.lr' must be positive, got {recipe['lr']!r}")
+    group_dir = Path(cfg.paths.log_dir) / cfg.task_name / cfg.name
+    try:
+        return resolve_ckpt_path(cfg.get("ckpt_path"), group_dir, cfg.paths.output_dir)
+    except FileNotFoundError as error:
+        raise TrainConfigError(str(error)) from None
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     extras(cfg)
+    try:
+        check_config(cfg)
+    except TrainConfigError as error:
+        print(f"interactdiffusion-train: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_CONFIG)
     metrics, _ = train(cfg)
     return get_metric_value(metrics, cfg.get("optimized_metric"))
 
