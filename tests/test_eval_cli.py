@@ -369,3 +369,25 @@ def test_official_image_files_and_known_object_labels(tmp_path, hicodet):
     assert json.loads((labelled / "map_official.json").read_text())["settings"]["known_object_source"] == "anno_mat"
     missing = tmp_path / "missing"
     assert run_eval(tmp_path, hicodet, missing, "eval.limit=2", f"data.anno_mat={tmp_path / 'no' / 'anno.mat'}") == 2
+
+
+def test_a_bad_row_leaves_no_folder_and_cannot_leave_logs(tmp_path, hicodet, capsys, monkeypatch):
+    from interactdiffusion.cli.eval import main
+
+    def eval_cli(*overrides: str) -> int:
+        monkeypatch.setattr(sys, "argv", ["interactdiffusion-eval", "eval=tiny", f"paths.root_dir={tmp_path}",
+                                          f"data.annotations={hicodet / 'anno_bbox.mat'}", "data.synthetic=null",
+                                          "extras.print_config=false", *overrides])
+        try:
+            main()
+        except SystemExit as exit_:
+            return int(exit_.code or 0)
+        return 0
+
+    assert eval_cli("row=../../x") == 2
+    assert "row='../../x'" in capsys.readouterr().err
+    assert eval_cli("row=a/b") == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, inside logs/ or out of it
+    assert eval_cli("row=typo", "eval.protocols=[matlab]") == 2
+    assert "eval.protocols" in capsys.readouterr().err
+    assert not (tmp_path / "logs" / "eval" / "typo").exists()  # the run folder Hydra made is gone

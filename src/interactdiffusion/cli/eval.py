@@ -13,7 +13,9 @@ writes and how it resumes. Bad settings print one message and exit with code 2.
 
 from __future__ import annotations
 
+import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -47,13 +49,49 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     extras(cfg)
     metrics, objects = evaluate(cfg)
     if objects["error"]:
+        _remove_empty_run_dir()
         print(f"interactdiffusion-eval: error: {objects['error']}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     return get_metric_value(metrics, cfg.get("optimized_metric")) if metrics else None
 
 
+HYDRA_ONLY = {".hydra", "eval.log", "config_tree.log"}  # what every run writes before its task
+
+
+def _remove_empty_run_dir() -> None:
+    """A run stopped by a bad setting leaves nothing behind: its run folder (Hydra's files only) and the
+    row folders left empty go, so ``logs/eval/`` shows only real rows."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if not run_dir.is_dir() or any(p.name not in HYDRA_ONLY for p in run_dir.iterdir()):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in list(run_dir.parents)[:2]:  # <row>/runs, then <row>
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
+
+
+def _check_row_arguments(argv: list[str]) -> None:
+    """``row=`` from the command line, checked before Hydra makes any folder for it."""
+    from ..utils.resolvers import row_name
+
+    for arg in argv:
+        if arg.startswith(("row=", "+row=", "++row=")):
+            try:
+                row_name(arg.split("=", 1)[1])
+            except ValueError as error:
+                print(f"interactdiffusion-eval: error: {error}", file=sys.stderr)
+                sys.exit(EXIT_BAD_INPUT)
+
+
 def main() -> None:
     """Console entry point (``interactdiffusion-eval key=value ...``)."""
+    _check_row_arguments(sys.argv[1:])
     _hydra_main()
 
 

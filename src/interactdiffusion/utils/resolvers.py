@@ -9,6 +9,7 @@ get the parent's directory on their command line, and processes started by ``sru
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -72,10 +73,26 @@ def _resumed_run(group: Path, ckpt_path) -> Path | None:
     return None
 
 
+ROW_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def row_name(row) -> str:
+    """An eval row's name, checked: it becomes one folder under ``logs/eval/``, so ``row=../../x`` (or
+    ``a/b``) would write elsewhere."""
+    text = str(row)
+    if not ROW_NAME.fullmatch(text) or ".." in text:
+        raise ValueError(
+            f"row={text!r}: a row is one folder name under logs/eval/ (letters, digits, '.', '_', '-'), not a path"
+        )
+    return text
+
+
 def register_resolvers() -> None:
     """Idempotent; ``run_name`` and ``run_dir`` are cached so every use within one process agrees."""
     if not OmegaConf.has_resolver("run_name"):
         OmegaConf.register_new_resolver("run_name", run_name, use_cache=True)
+    if not OmegaConf.has_resolver("row_name"):
+        OmegaConf.register_new_resolver("row_name", row_name)
     if not OmegaConf.has_resolver("run_dir"):
         OmegaConf.register_new_resolver("run_dir", run_dir, use_cache=True)
     from ..dashboards.run_naming import register_wandb_resolvers
