@@ -26,3 +26,25 @@ def test_ddp_sim_gradients_equal_single_process(tmp_path):
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-7, msg=name)
     assert any(v.abs().max() > 0 for v in a.values())
+
+
+def test_ddp_sim_callbacks_share_generation_over_the_ranks(tmp_path):
+    """The image grid and the HOI eval run on both ranks (each its share), rank 0 writes the results."""
+    import json
+
+    shared = tmp_path / "shared"
+    overrides = [o for o in FAST if o != "~callbacks.image_grid"] + paths(tmp_path / "run", shared) + [
+        "trainer=ddp_sim", "trainer.max_steps=1", "data.batch_size=1", "callbacks=[default,hoi_eval]",
+        "callbacks.image_grid.num_scenes=3", "callbacks.image_grid.num_inference_steps=1",
+        "callbacks.image_grid.every_n_steps=1000", "detector@callbacks.hoi_eval.detector=random",
+        "callbacks.hoi_eval.num_layouts=3", "callbacks.hoi_eval.num_inference_steps=1",
+        "callbacks.hoi_eval.every_n_steps=1000", "callbacks.hoi_eval.batch_size=2",
+    ]
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    result = run_cli_subprocess(overrides, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    (run,) = run_dirs(tmp_path / "run")
+    assert len(list((run / "samples").glob("step_*.png"))) == 1
+    (summary_path,) = (run / "hoi_eval").glob("step_*.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["num_layouts"] == 3 and summary["layouts_per_rank"] == [2, 1]

@@ -87,8 +87,8 @@ def image_grid(rows: list[list[Image.Image]], pad: int = 4, background=(255, 255
 
 
 class ImageGridCallback(Callback):
-    """Every ``every_n_steps`` optimiser steps (and at the end), on rank 0: generate images for a fixed
-    set of validation scenes, draw their boxes and triplets, put the real image beside, and write
+    """Every ``every_n_steps`` optimiser steps (and at the end): generate images for a fixed set of
+    validation scenes (shared over the ranks of a DDP run), draw their boxes and triplets, put the real image beside, and write
     the grid as ``<run>/samples/step_XXXXXXX.png`` and to wandb / TensorBoard if those loggers are on.
 
     The loss says little about whether boxes are obeyed (REFERENCE §2), so these grids are the
@@ -153,15 +153,26 @@ class ImageGridCallback(Callback):
         return self._scenes
 
     def log_grid(self, trainer: Trainer, pl_module: LightningModule) -> Path | None:
+        """Every rank draws its share of the scenes (``training.distributed``); rank 0 writes the grid."""
+        from .distributed import gather_to_rank_zero, rank_share, reassemble, share_errors
+
         self._last_logged_step = trainer.global_step
-        if not trainer.is_global_zero:
-            return None
         scenes = self.scenes(trainer)
         if not scenes:
             log.warning("image grid: the datamodule offers no validation scenes; nothing drawn")
             return None
         started = time.perf_counter()
-        generated = self.generate(trainer, pl_module, [s for s, _ in scenes])
+        mine, images, error = rank_share(trainer, len(scenes)), [], None
+        try:
+            if mine:
+                images = self.generate(trainer, pl_module, [scenes[k][0] for k in mine])
+        except Exception as failure:  # the other ranks must not wait for images that never come
+            error = failure
+        share_errors(trainer, error)
+        shares = gather_to_rank_zero(trainer, (mine, images))
+        if not trainer.is_global_zero:
+            return None
+        generated = reassemble(len(scenes), shares)
         from ..visualize import draw_scene
 
         rows = []

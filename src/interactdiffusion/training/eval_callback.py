@@ -2,14 +2,15 @@
 
 The loss says little about whether boxes and interactions are obeyed (REFERENCE §2: boxes start being
 obeyed suddenly); HOI detection mAP on generated images does. Every ``every_n_steps`` optimiser steps
-(and at the end) rank 0 draws the first ``num_layouts`` test layouts with the module's *current*
-adapter (its EMA when there is one), runs the HOI detector, computes mAP against the rescaled GT
+(and at the end) the ranks draw the first ``num_layouts`` test layouts with the module's *current*
+adapter (its EMA when there is one), each rank its share (``training.distributed``), and run the HOI
+detector on them; rank 0 gathers the detections and computes mAP against the rescaled GT
 (and, optionally, FID/KID against the real images of the same layouts), writes
 ``<run>/hoi_eval/step_XXXXXXX.json`` and logs ``eval/map_default_full``, ``eval/map_default_rare``,
 ``eval/map_default_non_rare``, ``eval/map_known_object_{full,rare,non_rare}`` (first protocol;
 others as ``eval/<protocol>/map_...``) and ``eval/fid``, ``eval/kid_mean``. The numbers are broadcast
 to every rank and put into ``trainer.callback_metrics``, so ``ModelCheckpoint(monitor=...)`` or an
-hparams sweep can use them; the other ranks wait at the broadcast meanwhile.
+hparams sweep can use them; the other ranks wait at the broadcast only for the scoring.
 
 Generation, detection and scoring are the eval command's own functions (``evaluation.generation``,
 ``evaluation.scoring``), so the numbers are those of ``interactdiffusion-eval`` with the same settings
@@ -158,7 +159,7 @@ class HOIEvalCallback(Callback):
         return int((backbone or {}).get("resolution") or 512)
 
     def _prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Layouts, GT and the real images: once, on rank 0."""
+        """Layouts, GT and the real images: once per process."""
         if self._prepared:
             return
         from ..data.annotations import load_annotations
@@ -183,13 +184,18 @@ class HOIEvalCallback(Callback):
         self._image_dir = Path(image_dir) if image_dir else None
         self._prepared = True
 
-    def _build_scorers(self, pl_module: LightningModule) -> None:
-        from ..evaluation.scoring import build_detector, reference_batches
+    def _build_detector(self, pl_module: LightningModule) -> None:
+        from ..evaluation.scoring import build_detector
 
-        device = str(pl_module.device)
         if self._detector is None:
             spec = self.detector_spec
-            self._detector = spec if hasattr(spec, "detect") else build_detector(spec, self._vocab, device)
+            self._detector = spec if hasattr(spec, "detect") else build_detector(spec, self._vocab, str(pl_module.device))
+
+    def _build_metrics(self, pl_module: LightningModule) -> None:
+        """FID/KID (rank 0 only: it alone scores)."""
+        from ..evaluation.scoring import reference_batches
+
+        device = str(pl_module.device)
         if self._metrics is None and self.metrics_spec is not None:
             spec = self.metrics_spec
             if hasattr(spec, "update_fake"):
@@ -221,8 +227,10 @@ class HOIEvalCallback(Callback):
         )
 
     @torch.no_grad()
-    def generate(self, trainer: Trainer, pl_module: LightningModule) -> list:
-        """The subset's images with the module's current adapter (EMA weights when present)."""
+    def generate(self, trainer: Trainer, pl_module: LightningModule, layouts: list | None = None) -> list:
+        """Images of ``layouts`` (default: the whole subset) with the module's current adapter (EMA
+        weights when present)."""
+        layouts = self._layouts if layouts is None else layouts
         from ..evaluation.generation import generate_images
         from ..pipeline import InteractDiffusionPipeline
 
@@ -234,27 +242,50 @@ class HOIEvalCallback(Callback):
             # Under mixed precision the frozen weights are half: generate under the same autocast.
             context = trainer.precision_plugin.forward_context() if trainer is not None else nullcontext()
             with context, (ema.swapped_in() if ema is not None else nullcontext()):
-                return generate_images(pipe, [layout.scene for layout in self._layouts], self.settings(pl_module))
+                return generate_images(pipe, [layout.scene for layout in layouts], self.settings(pl_module))
         finally:
             pl_module.train(was_training)
 
-    def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
-        """Generate, detect, score (rank 0); the flat metrics to log."""
+    def draw_and_detect(self, trainer: Trainer, pl_module: LightningModule) -> tuple[list[int], list, list | None]:
+        """This rank's share: (layout indices, detections per image, uint8 pixels when FID is on)."""
         from ..evaluation.image_io import pil_to_uint8, save_png_atomic
-        from ..evaluation.report import map_summary
-        from ..evaluation.scoring import detect_images, score_map
+        from ..evaluation.scoring import detect_images
+        from .distributed import rank_share
 
-        started = time.perf_counter()
         self._prepare(trainer, pl_module)
-        self._build_scorers(pl_module)
-        images = self.generate(trainer, pl_module)
+        self._build_detector(pl_module)
+        mine = rank_share(trainer, len(self._layouts))
+        layouts = [self._layouts[k] for k in mine]
+        images = self.generate(trainer, pl_module, layouts) if layouts else []
         pixels = [pil_to_uint8(image) for image in images]
         size = self._gt[0].width
-        detections = detect_images(self._detector, pixels, [(size, size)] * len(pixels))
+        detections = detect_images(self._detector, pixels, [(size, size)] * len(pixels)) if pixels else []
+        if self.save_images:
+            folder = Path(trainer.default_root_dir) / self.output_subdir / f"step_{trainer.global_step:07d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for layout, image in zip(layouts, images):
+                save_png_atomic(image, folder / layout.image_name)
+        return mine, detections, (pixels if self.metrics_spec is not None else None)
+
+    def evaluate(self, trainer: Trainer, pl_module: LightningModule, shares: list | None = None,
+                 started: float | None = None) -> dict[str, float]:
+        """Score the gathered shares (rank 0; by default this process's own, the whole subset on one
+        device); the flat metrics to log."""
+        from ..evaluation.report import map_summary
+        from ..evaluation.scoring import score_map
+        from .distributed import reassemble
+
+        started = time.perf_counter() if started is None else started
+        if shares is None:
+            shares = [self.draw_and_detect(trainer, pl_module)]
+        self._build_metrics(pl_module)
+        count = len(self._layouts)
+        detections = reassemble(count, [(indices, found) for indices, found, _ in shares])
         evaluations = score_map(self._gt, detections, self._vocab, self.protocols, self.anno_mat)
         self.last_evaluations = evaluations  # per-class AP, for loggers that show it (dashboards.logger)
         metrics: dict[str, float] = {}
-        summary: dict[str, Any] = {"step": trainer.global_step, "num_layouts": len(self._layouts), "map": {}}
+        summary: dict[str, Any] = {"step": trainer.global_step, "num_layouts": len(self._layouts), "map": {},
+                                   "layouts_per_rank": [len(indices) for indices, _, _ in shares]}
         for k, protocol in enumerate(self.protocols):
             values = map_summary(evaluations[protocol])
             summary["map"][protocol] = values
@@ -264,6 +295,7 @@ class HOIEvalCallback(Callback):
                     if value is not None:
                         metrics[f"{stem}{setting}_{split}"] = value
         if self._metrics:
+            pixels = reassemble(count, [(indices, images) for indices, _, images in shares])
             self._metrics.reset_fake()
             self._metrics.update_fake(torch.stack(pixels))
             values = self._metrics.compute()
@@ -276,11 +308,6 @@ class HOIEvalCallback(Callback):
         out_dir = Path(trainer.default_root_dir) / self.output_subdir
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / f"step_{trainer.global_step:07d}.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if self.save_images:
-            folder = out_dir / f"step_{trainer.global_step:07d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for layout, image in zip(self._layouts, images):
-                save_png_atomic(image, folder / layout.image_name)
         self.history.append(summary)
         first = self.protocols[0]
         log.info(f"HOI eval at step {trainer.global_step} on {len(self._layouts)} layouts ({summary['seconds']:.1f} s): "
@@ -288,12 +315,23 @@ class HOIEvalCallback(Callback):
         return metrics
 
     def run(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
-        """Evaluate on rank 0, share the numbers with every rank, log them; returns them."""
+        """Draw and detect on every rank, score on rank 0, share the numbers with every rank, log them;
+        returns them."""
+        from .distributed import gather_to_rank_zero, share_errors
+
         self._last_step = trainer.global_step
+        started = time.perf_counter()
+        share, error = None, None
+        try:
+            share = self.draw_and_detect(trainer, pl_module)
+        except Exception as failure:  # the other ranks must not wait for a share that never comes
+            error = failure
+        share_errors(trainer, error)
+        shares = gather_to_rank_zero(trainer, share)
         metrics, failure = None, None
         if trainer.is_global_zero:
             try:
-                metrics = self.evaluate(trainer, pl_module)
+                metrics = self.evaluate(trainer, pl_module, shares, started)
             except Exception as error:  # the other ranks must not wait for numbers that never come
                 failure = error
         shared = trainer.strategy.broadcast({"metrics": metrics, "error": repr(failure) if failure else None}, src=0)
