@@ -30,9 +30,13 @@ PROTOCOL_HELP = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..evaluation.detections_io import SCHEMA_HELP
+
     parser = argparse.ArgumentParser(
         prog="interactdiffusion-hoi-eval",
         description="HICO-DET HOI detection mAP (Default / Known Object, Full / Rare / Non-rare).",
+        epilog=SCHEMA_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--gt", required=True, type=Path,
                         help="anno_bbox.mat, test_hico.json, instances_test2015.json or a layouts .jsonl")
@@ -166,6 +170,8 @@ def run(args) -> int:
               "(pass --vocabulary anno_bbox.mat or a vocabulary json with train_counts)", file=sys.stderr)
     table = read_detections_jsonl(args.detections, vocab)
     detections = table.to_arrays(evaluator.file_names, ignore_unknown=args.ignore_unknown_images)
+    if len(detections) == 0:
+        print(f"warning: {args.detections} has no detection of a GT image: every mAP is 0", file=sys.stderr)
     results = evaluator.evaluate(detections)
     results.update(
         gt=str(args.gt),

@@ -22,10 +22,24 @@ from pathlib import Path, PurePath
 import numpy as np
 
 from ..vocab import HOIVocabulary
-from .detectors.base import HOIDetection
+from .detectors.base import HOIDetection, ImageDetections
 from .protocols.arrays import DetectionArrays
 
 REQUIRED_FIELDS = ("file_name", "human_box", "object_box", "score")
+
+SCHEMA_HELP = """\
+detections JSONL: one detection per line, e.g.
+  {"file_name": "HICO_test2015_00000001.jpg", "hoi": 152,
+   "human_box": [x1, y1, x2, y2], "object_box": [x1, y1, x2, y2], "score": 0.73}
+  file_name  the GT image's name (a generated .png of a .jpg matches by its stem)
+  hoi        0-based HOI class in the official order, 0..599 (the official 1-based id minus 1);
+             or instead "verb" (0-based index or name) and "object" (index or name): a pair that
+             is not an HOI class is dropped and counted
+  boxes      xyxy in continuous 0-based pixels of the scored image: a box covering the whole
+             W x H image is [0, 0, W, H]; HICO-DET's 1-based inclusive [x1, y1, x2, y2] is
+             [x1 - 1, y1 - 1, x2, y2] here (with --gt-size: pixels of the generated W x H image)
+  score      a finite number; higher is more confident
+A bad line is an error naming the file, the line and the field."""
 
 
 class DetectionFormatError(ValueError):
@@ -329,8 +343,14 @@ class DetectionsWriter:
         self._fh = self.path.open("a" if append else "w", encoding="utf-8")
         self.count = 0
 
-    def write(self, file_name: str, detections: Iterable[HOIDetection]) -> int:
-        text = "".join(detection_line(file_name, det) for det in detections)
+    def write(self, file_name: str, detections: ImageDetections | Iterable[HOIDetection]) -> int:
+        if isinstance(detections, ImageDetections):  # columns: no object per line
+            quoted = json.dumps(file_name)
+            values = np.concatenate([detections.human_boxes, detections.object_boxes, detections.scores[:, None]],
+                                    axis=1).tolist()
+            text = "".join(_line(quoted, h, v) for h, v in zip(detections.hoi.tolist(), values))
+        else:
+            text = "".join(detection_line(file_name, det) for det in detections)
         self._fh.write(text)
         self._fh.flush()
         written = text.count("\n")
@@ -348,7 +368,8 @@ class DetectionsWriter:
 
 
 def write_detections_jsonl(
-    path: str | Path, detections: Mapping[str, Sequence[HOIDetection]] | Iterable[tuple[str, Sequence[HOIDetection]]]
+    path: str | Path,
+    detections: Mapping[str, Sequence[HOIDetection]] | Iterable[tuple[str, ImageDetections | Sequence[HOIDetection]]],
 ) -> int:
     """Write a whole detection file atomically (through a temporary file); returns the line count."""
     path = Path(path)

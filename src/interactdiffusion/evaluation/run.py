@@ -43,7 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data.records import ImageRecord
 from . import report
-from .detectors.base import HOIDetection
+from .detectors.base import ImageDetections, as_image_detections
 from .generation import Layout, every_test_image, generate_row_images, load_test_annotations, make_layouts
 from .image_io import decoded_batches
 from .scoring import (
@@ -167,13 +167,14 @@ def _detect_all(detector, scored: ScoredSet, output_dir: Path, settings: EvalSet
     path = output_dir / DETECTIONS_NAME
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     decode = max(int(getattr(detector, "batch_size", 1) or 1), settings.batch_size)
-    per_image: list[list[HOIDetection]] = []
+    per_image: list[ImageDetections] = []  # columns per image: no object per triplet at full scale
     try:
         with DetectionsWriter(tmp, append=False) as writer:
             for images in decoded_batches(scored.paths, decode, settings.num_workers):
                 done = len(per_image)
                 with clock("detect"):
-                    found = detect_images(detector, images, scored.sizes[done : done + len(images)])
+                    found = [as_image_detections(d) for d in
+                             detect_images(detector, images, scored.sizes[done : done + len(images)])]
                     for layout, dets in zip(scored.layouts[done : done + len(images)], found):
                         writer.write(layout.record.file_name, dets)
                 per_image.extend(found)

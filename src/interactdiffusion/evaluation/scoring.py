@@ -3,6 +3,7 @@ the GT in the scored images' pixels, and mAP under each protocol."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data.records import ImageRecord
 from ..vocab import HOIVocabulary
-from .detectors.base import HOIDetection
+from .detectors.base import HOIDetection, ImageDetections
 from .image_io import decoded_batches
 from .settings import EvalError, absolute, plain
+
+log = logging.getLogger("interactdiffusion.eval")
 
 
 def build_from_config(spec: DictConfig | dict, **extra):
@@ -59,8 +62,10 @@ def detector_identity(detector_cfg: DictConfig | dict | None, detector=None) -> 
     return {"name": str(name), "weights": absolute(spec.get("weights"))}
 
 
-def detect_images(detector, images: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]]) -> list[list[HOIDetection]]:
-    return detector.detect(list(images), list(sizes))
+def detect_images(detector, images: Sequence[torch.Tensor],
+                  sizes: Sequence[tuple[int, int]]) -> list[ImageDetections | Sequence[HOIDetection]]:
+    """Per image an :class:`ImageDetections` (or, from a simple detector, a list of ``HOIDetection``)."""
+    return list(detector.detect(list(images), list(sizes)))
 
 
 def known_object_mask(anno_mat: str | None, records: Sequence[ImageRecord], vocab: HOIVocabulary, protocol: str):
@@ -77,7 +82,7 @@ def known_object_mask(anno_mat: str | None, records: Sequence[ImageRecord], voca
 
 def score_map(
     records: Sequence[ImageRecord],
-    detections: Sequence[Sequence[HOIDetection]],
+    detections: Sequence[ImageDetections | Sequence[HOIDetection]],
     vocab: HOIVocabulary,
     protocols: Sequence[str],
     anno_mat: str | None = None,
@@ -88,6 +93,9 @@ def score_map(
     if len(detections) != len(records):
         raise ValueError(f"{len(detections)} per-image detection lists for {len(records)} GT images")
     detections = DetectionArrays.from_per_image(detections)  # once for every protocol
+    if len(detections) == 0:
+        log.warning(f"the detector found nothing on {len(records)} images: every mAP is 0 (check the detector, "
+                    "its weights and that the images are what it expects)")
     out = {}
     for protocol in protocols:
         mask, source = known_object_mask(anno_mat, records, vocab, protocol)

@@ -4,7 +4,7 @@ Only the interface and the registry are imported here; a detector's module (and 
 ``build_detector`` asks for it.
 """
 
-from .base import Box, HOIDetection, HOIDetector
+from .base import Box, HOIDetection, HOIDetector, ImageDetections, as_image_detections
 from .registry import (
     DetectorWeightsError,
     MissingDetectorWeightsError,
@@ -18,6 +18,8 @@ __all__ = [
     "DetectorWeightsError",
     "HOIDetection",
     "HOIDetector",
+    "ImageDetections",
+    "as_image_detections",
     "MissingDetectorWeightsError",
     "available_detectors",
     "build_detector",

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ...vocab import HOIVocabulary
-from .base import HOIDetection
+from .base import ImageDetections
 from .detr import (
     MLP,
     BackboneWithPosition,
@@ -225,7 +225,7 @@ def qpic_postprocess(
     sizes: Sequence[tuple[int, int]],
     hoi_lookup: torch.Tensor,
     top_k: int | None = 100,
-) -> list[list[HOIDetection]]:
+) -> list[ImageDetections]:
     """Raw QPIC outputs → per image the ``top_k`` best valid HOI triplets in pixels of ``sizes`` (w, h).
 
     Ties keep query-major, verb-minor order (a stable sort), so results are deterministic.
@@ -253,13 +253,10 @@ def qpic_postprocess(
         if top_k is not None:
             order = order[:top_k]
         query, verb = query[order], verb[order]
-        hois = hoi_ids[b, query, verb].tolist()
-        humans = human_xyxy[b, query].tolist()
-        objects = object_xyxy[b, query].tolist()
-        results.append([
-            HOIDetection(tuple(h), tuple(o), hoi, score)
-            for h, o, hoi, score in zip(humans, objects, hois, scores[order].tolist())
-        ])
+        results.append(ImageDetections(
+            hoi_ids[b, query, verb].numpy(), human_xyxy[b, query].double().numpy(),
+            object_xyxy[b, query].double().numpy(), scores[order].double().numpy(),
+        ))
     return results
 
 
@@ -309,12 +306,12 @@ class QPICDetector:
     @torch.no_grad()
     def detect(
         self, images: torch.Tensor | Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]]
-    ) -> list[list[HOIDetection]]:
+    ) -> list[ImageDetections]:
         images = list(images)
         sizes = [(int(w), int(h)) for w, h in sizes]
         if len(images) != len(sizes):
             raise ValueError(f"{len(images)} images but {len(sizes)} sizes")
-        results: list[list[HOIDetection]] = []
+        results: list[ImageDetections] = []
         for start in range(0, len(images), self.batch_size):
             chunk = slice(start, start + self.batch_size)
             pixels, mask = preprocess_images(images[chunk], self.min_size, self.max_size, self.device)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...data.records import ImageRecord
-from ..detectors.base import HOIDetection
+from ..detectors.base import HOIDetection, ImageDetections, as_image_detections
 from .boxes import continuous_to_pixel_index
 
 
@@ -43,18 +43,19 @@ class DetectionArrays:
         return cls(np.zeros(0), np.zeros(0), np.zeros((0, 4)), np.zeros((0, 4)), np.zeros(0))
 
     @classmethod
-    def from_per_image(cls, detections: Sequence[Sequence[HOIDetection]]) -> DetectionArrays:
-        """From one list of :class:`HOIDetection` per GT record (what a detector returns)."""
-        counts = [len(d) for d in detections]
-        flat = [det for dets in detections for det in dets]
-        if not flat:
+    def from_per_image(cls, detections: Sequence[ImageDetections | Sequence[HOIDetection]]) -> DetectionArrays:
+        """From one :class:`ImageDetections` (or list of :class:`HOIDetection`) per GT record: what a
+        detector returns."""
+        per_image = [as_image_detections(d) for d in detections]
+        counts = [len(d) for d in per_image]
+        if not sum(counts):
             return cls.empty()
         return cls(
-            image=np.repeat(np.arange(len(detections), dtype=np.int64), counts),
-            hoi=np.fromiter((d.hoi for d in flat), dtype=np.int64, count=len(flat)),
-            human_boxes=np.array([d.human_box for d in flat], dtype=np.float64),
-            object_boxes=np.array([d.object_box for d in flat], dtype=np.float64),
-            scores=np.fromiter((d.score for d in flat), dtype=np.float64, count=len(flat)),
+            image=np.repeat(np.arange(len(per_image), dtype=np.int64), counts),
+            hoi=np.concatenate([d.hoi for d in per_image]),
+            human_boxes=np.concatenate([d.human_boxes for d in per_image]),
+            object_boxes=np.concatenate([d.object_boxes for d in per_image]),
+            scores=np.concatenate([d.scores for d in per_image]),
         )
 
     def take(self, index: np.ndarray) -> DetectionArrays:
