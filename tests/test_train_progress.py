@@ -91,3 +91,20 @@ def test_bad_settings_are_one_line_errors_with_exit_2_before_the_model_is_built(
         assert exit_.value.code == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (override, err)
+
+
+def test_a_training_folder_of_unreadable_images_is_one_message_naming_it(tmp_path, capsys):
+    import pytest
+    from train_helpers import FAST, paths, run_cli
+
+    from interactdiffusion.data.synthetic import ensure_synthetic_hicodet
+
+    root = ensure_synthetic_hicodet(tmp_path / "shared" / "data" / "synthetic", num_train=48, num_test=16, seed=0)
+    train_dir = root / "images" / "train2015"
+    for image in train_dir.iterdir():
+        image.write_bytes(b"not a jpeg")
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(FAST + paths(tmp_path, tmp_path / "shared") + ["trainer.max_steps=1", "data.latent_cache=false"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert str(train_dir) in err and "could not be read" in err

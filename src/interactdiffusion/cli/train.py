@@ -32,6 +32,7 @@ from ..utils import (
     register_resolvers,
     task_wrapper,
 )
+from ..utils.task import user_errors
 
 register_resolvers()
 log = RankedLogger(__name__, rank_zero_only=True)
@@ -160,7 +161,11 @@ def main(cfg: DictConfig) -> float | None:
     except TrainConfigError as error:
         print(f"interactdiffusion-train: error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_CONFIG)
-    metrics, _ = train(cfg)
+    try:
+        metrics, _ = train(cfg)
+    except user_errors() as error:
+        print(f"interactdiffusion-train: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_CONFIG)
     return get_metric_value(metrics, cfg.get("optimized_metric"))
 
 

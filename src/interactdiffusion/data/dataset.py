@@ -107,4 +107,9 @@ class HICOSampleDataset(Dataset):
                 self.unreadable.append(self.records[candidate].file_name)
                 log.warning("skipping %s (%s); %d unreadable so far in this process; using the next image",
                             self.records[candidate].file_name, err, len(self.unreadable))
-        raise ImageLoadError(f"{MAX_SUBSTITUTIONS} consecutive images could not be read, starting at index {index}")
+        where = self.image_dir if self.image_dir is not None else "the latent cache"
+        raise ImageLoadError(
+            f"{MAX_SUBSTITUTIONS} consecutive training images in {where} could not be read (starting at "
+            f"{self.records[index % len(self.records)].file_name}; {len(self.unreadable)} unreadable so far): "
+            "check data.train_image_dir and the image files"
+        )

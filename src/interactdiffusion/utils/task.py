@@ -26,8 +26,11 @@ def task_wrapper(task: Callable[[DictConfig], tuple[dict[str, Any], dict[str, An
     def wrapped(cfg: DictConfig):
         try:
             return task(cfg)
-        except Exception:
-            log.exception("the task failed")
+        except Exception as error:
+            if isinstance(error, user_errors()):  # the message says what to fix; no traceback
+                log.error(f"the task failed: {error}")
+            else:
+                log.exception("the task failed")
             raise
         finally:
             output_dir = OmegaConf.select(cfg, "paths.output_dir", default=None)
@@ -38,6 +41,14 @@ def task_wrapper(task: Callable[[DictConfig], tuple[dict[str, Any], dict[str, An
             finish_wandb_run()  # prints the `wandb sync` command of an offline run
 
     return wrapped
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors about the user's inputs (data, annotations): reported as one message, exit code 2."""
+    from ..data.formats.common import AnnotationError
+    from ..data.images import ImageLoadError
+
+    return (ImageLoadError, AnnotationError)
 
 
 def extras(cfg: DictConfig) -> None:
