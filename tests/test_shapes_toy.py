@@ -232,12 +232,14 @@ def test_v_prediction_backbones_train_on_v():
     from interactdiffusion.training.module import InteractDiffusionModule
 
     latents, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
-    a, s = torch.full((2, 1, 1, 1), 0.6), torch.full((2, 1, 1, 1), 0.8)
+    timesteps = torch.tensor([10, 500])
     v_module = InteractDiffusionModule({"kind": "tiny", "scheduler_config": {"prediction_type": "v_prediction"}},
                                        {"grounding": {"kind": "interactdiffusion"}}, {})
-    assert torch.allclose(v_module.target(latents, noise, a, s), 0.6 * noise - 0.8 * latents)
+    alphas = v_module.noise_scheduler.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+    a, s = alphas.sqrt(), (1 - alphas).sqrt()
+    assert torch.allclose(v_module.target(latents, noise, timesteps), a * noise - s * latents)
     eps_module = InteractDiffusionModule({"kind": "tiny"}, {"grounding": {"kind": "interactdiffusion"}}, {})
-    assert torch.equal(eps_module.target(latents, noise, a, s), noise)
+    assert torch.equal(eps_module.target(latents, noise, timesteps), noise)
 
 
 def test_timestep_power_favours_noisy_steps_and_is_validated():

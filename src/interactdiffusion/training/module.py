@@ -22,7 +22,6 @@ from torch import nn
 
 from ..conditioning import GroundingIds, drop_grounding, grounding_kwargs
 from ..models.backbone import Backbone, build_backbone
-from ..models.prediction_target import prediction_target
 from ..models.unet import adapter_state_dict, is_adapter_key
 from ..utils.pylogger import RankedLogger
 from .ema import AdapterEMA
@@ -153,9 +152,6 @@ class InteractDiffusionModule(LightningModule):
         if init_from:
             self.init_report = self._initialise_adapter(str(init_from))
 
-        alphas = self.noise_scheduler.alphas_cumprod.float()
-        self.register_buffer("sqrt_alphas_cumprod", alphas.sqrt(), persistent=False)
-        self.register_buffer("sqrt_one_minus_alphas_cumprod", (1.0 - alphas).sqrt(), persistent=False)
         self.register_buffer("phrase_table", torch.zeros(0, parts.phrase_dim), persistent=False)
         self._table_phrases: list[str] | None = None
         self.ema = AdapterEMA(self.trainable_named_parameters(), self.recipe.ema_decay) if self.recipe.ema_decay else None
@@ -325,11 +321,9 @@ class InteractDiffusionModule(LightningModule):
             drop_ground = torch.ones(size, dtype=torch.bool, device=device)
             extra = {}
 
-        a = self.sqrt_alphas_cumprod[timesteps].view(-1, 1, 1, 1)
-        s = self.sqrt_one_minus_alphas_cumprod[timesteps].view(-1, 1, 1, 1)
-        noisy = a * latents + s * noise
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)  # diffusers' forward process
         prediction = self.unet(noisy, timesteps, **text, **extra).sample
-        loss = F.mse_loss(prediction.float(), self.target(latents, noise, a, s), reduction="mean")
+        loss = F.mse_loss(prediction.float(), self.target(latents, noise, timesteps), reduction="mean")
         stats = {
             "caption_dropped": drop_caption.float().mean().detach(),
             "grounding_dropped": drop_ground.float().mean().detach(),
@@ -363,9 +357,15 @@ class InteractDiffusionModule(LightningModule):
         u = torch.cat([torch.rand(1, generator=g, device=device) for g in gens])
         return (steps * u.pow(power)).long().clamp_(0, steps - 1)
 
-    def target(self, latents: torch.Tensor, noise: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """What the UNet predicts, as the backbone's scheduler says: the noise (SD 1.x) or v (SD 2.x)."""
-        return prediction_target(self.noise_scheduler.config.prediction_type, latents, noise, a, s)
+    def target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """What the UNet predicts, as the backbone's scheduler says: the noise (SD 1.x) or v (SD 2.x,
+        diffusers' ``get_velocity``)."""
+        kind = self.noise_scheduler.config.prediction_type
+        if kind == "epsilon":
+            return noise
+        if kind == "v_prediction":
+            return self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        raise ValueError(f"unsupported prediction_type {kind!r} in the backbone's scheduler config")
 
     # -- optimisation ----------------------------------------------------------------------------------
     def configure_optimizers(self):
