@@ -14,6 +14,12 @@ class AdapterEMA:
 
     ``warmup`` uses the usual ``min(decay, (1 + n) / (10 + n))`` so early averages are not dominated
     by the random initial weights.
+
+    Why not ``diffusers.training_utils.EMAModel``: it keeps an unnamed list of shadows in the order of the
+    parameters it was given, while checkpoints, ``swapped_in`` for the sample/eval callbacks and the
+    adapter export address the shadows by parameter name (and only the adapter's: the frozen UNet has
+    none); its decay schedule also differs by one step (the first update copies the weights, then
+    ``(1 + n - 1) / (10 + n - 1)``), so adopting it would change every existing run's EMA on resume.
     """
 
     def __init__(self, named_parameters: Iterable[tuple[str, nn.Parameter]], decay: float = 0.9999, warmup: bool = True):

@@ -10,6 +10,12 @@ It implements Lightning's ``state_dict``/``load_state_dict`` loader protocol. Th
 is that of the last batch the *training step* consumed: every batch carries its position
 (``batch["data_position"]``) and the LightningModule reports the last one it trained on. Counting
 what the iterator produced would be wrong, because Lightning prefetches.
+
+Why not torchdata's ``StatefulDataLoader`` (which Lightning also checkpoints): its state is the position
+of what its iterator has *produced* (including what workers prefetched, and the one batch Lightning reads
+ahead to know whether a batch is the last), so a resumed run would skip batches the interrupted run never
+trained on: no exact resume. Its samplers are also not keyed by (seed, epoch), so the order would depend
+on the state of a generator rather than on the epoch alone.
 """
 
 from __future__ import annotations
