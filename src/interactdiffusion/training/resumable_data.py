@@ -11,11 +11,12 @@ is that of the last batch the *training step* consumed: every batch carries its 
 (``batch["data_position"]``) and the LightningModule reports the last one it trained on. Counting
 what the iterator produced would be wrong, because Lightning prefetches.
 
-Why not torchdata's ``StatefulDataLoader`` (which Lightning also checkpoints): its state is the position
-of what its iterator has *produced* (including what workers prefetched, and the one batch Lightning reads
-ahead to know whether a batch is the last), so a resumed run would skip batches the interrupted run never
-trained on: no exact resume. Its samplers are also not keyed by (seed, epoch), so the order would depend
-on the state of a generator rather than on the epoch alone.
+Why not torchdata's ``StatefulDataLoader`` (which Lightning also checkpoints): its state is the count of
+batches its iterator has *yielded*, and Lightning reads one batch ahead (to know which batch is the last),
+so the saved position can be a batch past the last training step, whereas here the position comes from
+the batch the step consumed; and it restores a sampler's generator state, while the order and every
+sample's augmentation here are functions of (seed, epoch, index) alone, independent of worker count and of
+how many processes there are. It would also be a new dependency (torchdata is not installed).
 """
 
 from __future__ import annotations
