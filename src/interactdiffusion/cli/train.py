@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     group_dir = Path(cfg.paths.log_dir) / cfg.task_name / cfg.name
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), group_dir, cfg.paths.output_dir)
+    if ckpt_path:  # a resumed run continues in its own run directory, next to its checkpoints
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
