@@ -77,13 +77,17 @@ def _remove_empty_run_dir() -> None:
 
 
 def _check_row_arguments(argv: list[str]) -> None:
-    """``row=`` from the command line, checked before Hydra makes any folder for it."""
+    """``row=`` from the command line, checked for a path before Hydra makes any folder for it (a sweep's
+    ``row=a,b`` passes here; every job's row is checked in full by the ``row_name`` resolver)."""
     from ..utils.resolvers import row_name
 
     for arg in argv:
         if arg.startswith(("row=", "+row=", "++row=")):
+            value = arg.split("=", 1)[1]
+            if not any(part in value for part in ("/", "\\", "..")):
+                continue
             try:
-                row_name(arg.split("=", 1)[1])
+                row_name(value)
             except ValueError as error:
                 print(f"interactdiffusion-eval: error: {error}", file=sys.stderr)
                 sys.exit(EXIT_BAD_INPUT)
