@@ -179,10 +179,12 @@ def test_tiny_xl_exact_resume(tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     run_cli(common + paths(straight, shared) + ["trainer.max_steps=4"])
     run_cli(common + paths(split, shared) + ["trainer.max_steps=2"])
+    (first,) = run_dirs(split, name="tiny_synthetic_xl")
+    half = last_checkpoint(first)
     run_cli(common + paths(split, shared) + ["trainer.max_steps=4", "ckpt_path=last"])
     (full_run,) = run_dirs(straight, name="tiny_synthetic_xl")
-    first, resumed = run_dirs(split, name="tiny_synthetic_xl")
-    full, half, end = last_checkpoint(full_run), last_checkpoint(first), last_checkpoint(resumed)
+    (resumed,) = run_dirs(split, name="tiny_synthetic_xl")  # the resumed run continues in its own directory
+    full, end = last_checkpoint(full_run), last_checkpoint(resumed)
     assert half["global_step"] == 2 and end["global_step"] == full["global_step"] == 4
     assert max((full["state_dict"][k] - end["state_dict"][k]).abs().max().item() for k in full["state_dict"]) <= 1e-7
     assert any((full["state_dict"][k] - half["state_dict"][k]).abs().max() > 0 for k in full["state_dict"])
