@@ -1,4 +1,5 @@
-"""DETR building blocks shared by the DETR-style HOI detectors (QPIC now; FGAHOI's pieces can sit beside).
+"""DETR building blocks shared by the DETR-style HOI detectors (QPIC; FGAHOI uses the pre-processing,
+the sine position encoding and ``MLP``).
 
 Written for inference only (no dropout, no auxiliary outputs), with the parameter names of the public
 DETR/QPIC code so their checkpoints load into these modules unchanged:
@@ -59,10 +60,16 @@ class ResNetBackbone(nn.Module):
 
 
 class SinePositionEncoding(nn.Module):
-    """DETR's sine encoding over the cumulative count of valid (unpadded) pixels, normalised to 2π."""
+    """DETR's sine encoding over the cumulative count of valid (unpadded) pixels, normalised to 2π.
 
-    def __init__(self, num_pos_feats: int = 128, temperature: float = 10000.0, normalize: bool = True):
+    ``offset`` is subtracted from the count before normalising: 0 in DETR/QPIC, 0.5 (pixel centres) in
+    Deformable DETR and the models built on it (FGAHOI).
+    """
+
+    def __init__(self, num_pos_feats: int = 128, temperature: float = 10000.0, normalize: bool = True,
+                 offset: float = 0.0):
         super().__init__()
+        self.offset = offset
         self.num_pos_feats = num_pos_feats
         self.temperature = temperature
         self.normalize = normalize
@@ -74,8 +81,8 @@ class SinePositionEncoding(nn.Module):
         x_embed = not_mask.cumsum(2, dtype=torch.float32)
         if self.normalize:
             eps = 1e-6
-            y_embed = y_embed / (y_embed[:, -1:, :] + eps) * self.scale
-            x_embed = x_embed / (x_embed[:, :, -1:] + eps) * self.scale
+            y_embed = (y_embed - self.offset) / (y_embed[:, -1:, :] + eps) * self.scale
+            x_embed = (x_embed - self.offset) / (x_embed[:, :, -1:] + eps) * self.scale
         dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=mask.device)
         dim_t = self.temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / self.num_pos_feats)
         pos_x = x_embed[..., None] / dim_t

@@ -14,8 +14,6 @@ which is the vocabulary's verb order; both are converted here, at the edge.
 from __future__ import annotations
 
 import argparse
-import pickle
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -26,6 +24,7 @@ from torch import nn
 
 from ...vocab import HOIVocabulary
 from .base import ImageDetections
+from .checkpoint_io import read_checkpoint
 from .detr import (
     MLP,
     BackboneWithPosition,
@@ -35,7 +34,10 @@ from .detr import (
     box_cxcywh_to_xyxy,
     preprocess_images,
 )
+from .hoi_triplets import as_vocabulary, hoi_lookup_table, resolve_device, select_triplets
 from .registry import DetectorWeightsError, MissingDetectorWeightsError
+
+__all__ = ["QPIC", "QPICConfig", "QPICDetector", "hoi_lookup_table", "load_qpic", "qpic_postprocess"]
 
 QPIC_WEIGHTS_FILE = "qpic_resnet50_hico.pth"
 QPIC_RELEASE_URL = "https://github.com/hitachi-rd-cv/qpic/releases/tag/v1.0"
@@ -146,33 +148,14 @@ def load_qpic_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], QPI
             f"({QPIC_WEIGHTS_FILE}) from {QPIC_RELEASE_URL} and put it there, or point detector.weights "
             "at your copy."
         )
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            container = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        culprit = f"an object of type {found.group(1)}" if found else "an object of a type that is not allowed"
-        raise DetectorWeightsError(
-            f"refusing to load {path}: it contains {culprit}; a QPIC checkpoint may hold only tensors, "
-            "plain containers and argparse.Namespace (read with weights_only=True, nothing else is unpickled)"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise DetectorWeightsError(f"cannot read {path} as a PyTorch checkpoint: {err}") from err
-    if isinstance(container, Mapping) and "model" in container:
-        state, args = container["model"], container.get("args")
-    else:
-        state, args = container, None
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise DetectorWeightsError(
-            f"{path} is not a QPIC checkpoint: expected {{'model': state_dict, 'args': Namespace}} or a state dict"
-        )
+    state, args = read_checkpoint(path, "QPIC")
     if "query_embed.weight" not in state or "verb_class_embed.weight" not in state:
         raise DetectorWeightsError(f"{path} is not a QPIC HOI checkpoint (no query_embed / verb_class_embed keys)")
-    if isinstance(args, (argparse.Namespace, Mapping)):
+    if args is not None:
         config = QPICConfig.from_args(args)
     else:
         config = QPICConfig.from_state_dict(state)
-    return dict(state), config
+    return state, config
 
 
 def load_qpic(path: str | Path) -> QPIC:
@@ -188,37 +171,6 @@ def load_qpic(path: str | Path) -> QPIC:
 
 
 # -- post-processing -------------------------------------------------------------------------------------------
-def hoi_lookup_table(vocabulary: HOIVocabulary, num_obj_classes: int, object_space: str = "coco80") -> torch.Tensor:
-    """Long [num_verbs, num_obj_classes]: the HOI id of (verb, detector object class), -1 when not a class.
-
-    ``object_space="coco80"``: detector classes are COCO-80 contiguous (QPIC); objects the vocabulary
-    lacks map to -1. ``"vocabulary"``: detector classes are the vocabulary's own objects (random models).
-    """
-    table = vocabulary.hoi_table()
-    if object_space == "coco80":
-        if num_obj_classes != 80:
-            raise ValueError(f"a COCO-80 detector must have 80 object classes, not {num_obj_classes}")
-        columns = []
-        for index in range(80):
-            try:
-                columns.append(vocabulary.coco80_to_object(index))
-            except KeyError:
-                columns.append(-1)
-    elif object_space == "vocabulary":
-        if num_obj_classes != vocabulary.num_objects:
-            raise ValueError(
-                f"detector has {num_obj_classes} object classes, the vocabulary {vocabulary.num_objects}"
-            )
-        columns = list(range(num_obj_classes))
-    else:
-        raise ValueError(f"object_space must be 'coco80' or 'vocabulary', not {object_space!r}")
-    lookup = torch.full((vocabulary.num_verbs, num_obj_classes), -1, dtype=torch.long)
-    for cls, obj in enumerate(columns):
-        if obj >= 0:
-            lookup[:, cls] = torch.from_numpy(table[:, obj])
-    return lookup
-
-
 @torch.no_grad()
 def qpic_postprocess(
     outputs: QPICOutputs,
@@ -240,37 +192,13 @@ def qpic_postprocess(
         )
     obj_scores, obj_labels = obj_logits.softmax(-1)[..., :-1].max(-1)  # [B, Q]
     verb_scores = verb_logits.sigmoid() * obj_scores[..., None]  # [B, Q, V]
-    hoi_ids = hoi_lookup.T[obj_labels]  # [B, Q, V]
     scale = torch.tensor([[w, h, w, h] for w, h in sizes], dtype=torch.float32)[:, None, :]
     human_xyxy = box_cxcywh_to_xyxy(sub_boxes) * scale
     object_xyxy = box_cxcywh_to_xyxy(obj_boxes) * scale
-
-    results = []
-    for b in range(obj_logits.shape[0]):
-        query, verb = (hoi_ids[b] >= 0).nonzero(as_tuple=True)
-        scores = verb_scores[b, query, verb]
-        order = torch.sort(scores, descending=True, stable=True).indices
-        if top_k is not None:
-            order = order[:top_k]
-        query, verb = query[order], verb[order]
-        results.append(ImageDetections(
-            hoi_ids[b, query, verb].numpy(), human_xyxy[b, query].double().numpy(),
-            object_xyxy[b, query].double().numpy(), scores[order].double().numpy(),
-        ))
-    return results
+    return select_triplets(verb_scores, obj_labels, human_xyxy, object_xyxy, hoi_lookup, top_k)
 
 
 # -- the detector ------------------------------------------------------------------------------------------------
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _as_vocabulary(vocabulary: HOIVocabulary | str | Path) -> HOIVocabulary:
-    return vocabulary if isinstance(vocabulary, HOIVocabulary) else HOIVocabulary.load(vocabulary)
-
-
 class QPICDetector:
     """``HOIDetector`` around a ``QPIC`` model: uint8 images in, HOI triplets in original pixels out."""
 
@@ -287,7 +215,7 @@ class QPICDetector:
         device: str | torch.device | None = None,
         name: str = "qpic",
     ):
-        vocabulary = _as_vocabulary(vocabulary)
+        vocabulary = as_vocabulary(vocabulary)
         if model.config.num_verb_classes != vocabulary.num_verbs:
             raise ValueError(
                 f"the QPIC model has {model.config.num_verb_classes} verb classes, the vocabulary "
@@ -295,7 +223,7 @@ class QPICDetector:
             )
         self.name = name
         self.vocabulary = vocabulary
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.hoi_lookup = hoi_lookup_table(vocabulary, model.config.num_obj_classes, object_space)
         self.top_k = top_k
@@ -350,7 +278,7 @@ def build_random_qpic_detector(
     **detector_kwargs: Any,
 ) -> QPICDetector:
     """An untrained QPIC of any size (seeded): exercises the whole scoring path without weights."""
-    vocabulary = _as_vocabulary(vocabulary)
+    vocabulary = as_vocabulary(vocabulary)
     config = QPICConfig(
         backbone=backbone,
         hidden_dim=hidden_dim,
