@@ -24,7 +24,7 @@ from .sharding import Shard
 log = logging.getLogger("interactdiffusion.eval")
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-STAND_IN_DETECTORS = ("random", "qpic_random")
+STAND_IN_DETECTORS = ("random", "qpic_random", "fgahoi_random")
 
 
 class EvalError(Exception):

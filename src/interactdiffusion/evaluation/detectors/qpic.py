@@ -200,11 +200,14 @@ def qpic_postprocess(
 
 # -- the detector ------------------------------------------------------------------------------------------------
 class QPICDetector:
-    """``HOIDetector`` around a ``QPIC`` model: uint8 images in, HOI triplets in original pixels out."""
+    """``HOIDetector`` around a ``QPIC`` model: uint8 images in, HOI triplets in original pixels out.
+
+    Any DETR-style HOI model with a ``config`` (``num_obj_classes``, ``num_verb_classes``) fits; a subclass
+    changes ``postprocess`` (FGAHOI)."""
 
     def __init__(
         self,
-        model: QPIC,
+        model: nn.Module,
         vocabulary: HOIVocabulary | str | Path,
         *,
         object_space: str = "coco80",
@@ -218,8 +221,8 @@ class QPICDetector:
         vocabulary = as_vocabulary(vocabulary)
         if model.config.num_verb_classes != vocabulary.num_verbs:
             raise ValueError(
-                f"the QPIC model has {model.config.num_verb_classes} verb classes, the vocabulary "
-                f"{vocabulary.num_verbs}; QPIC's verbs must be the vocabulary's, in the same order"
+                f"the {name} model has {model.config.num_verb_classes} verb classes, the vocabulary "
+                f"{vocabulary.num_verbs}; its verbs must be the vocabulary's, in the same order"
             )
         self.name = name
         self.vocabulary = vocabulary
@@ -243,9 +246,11 @@ class QPICDetector:
         for start in range(0, len(images), self.batch_size):
             chunk = slice(start, start + self.batch_size)
             pixels, mask = preprocess_images(images[chunk], self.min_size, self.max_size, self.device)
-            outputs = self.model(pixels, mask)
-            results.extend(qpic_postprocess(outputs, sizes[chunk], self.hoi_lookup, self.top_k))
+            results.extend(self.postprocess(self.model(pixels, mask), sizes[chunk]))
         return results
+
+    def postprocess(self, outputs, sizes: Sequence[tuple[int, int]]) -> list[list[HOIDetection]]:
+        return qpic_postprocess(outputs, sizes, self.hoi_lookup, self.top_k)
 
 
 def build_qpic_detector(

@@ -1,14 +1,15 @@
 """Pick an HOI detector by name: the eval command calls ``build_detector(kind, **kwargs)`` and nothing else.
 
-A kind is a registered short name (``qpic``, ``qpic_random``) or an import path ``package.module:factory``,
-so a new detector (FGAHOI, the analytic HOI-Shapes detector) plugs in through its Hydra config alone::
+A kind is a registered short name (``qpic``, ``qpic_random``, ``fgahoi``, ``fgahoi_random``) or an import path
+``package.module:factory``, so a new detector (the analytic HOI-Shapes detector) plugs in through its Hydra
+config alone::
 
-    # configs/detector/fgahoi.yaml
+    # configs/detector/my_detector.yaml
     _target_: interactdiffusion.evaluation.detectors.build_detector
-    kind: interactdiffusion.evaluation.detectors.fgahoi:build_fgahoi_detector
+    kind: my_package.my_module:build_my_detector
     weights: ...
 
-or with one ``register_detector("fgahoi", "…:build_fgahoi_detector")`` line. A factory takes keyword
+or with one ``register_detector("mine", "…:build_my_detector")`` line. A factory takes keyword
 arguments (the eval command passes ``vocabulary`` and ``device``) and returns an ``HOIDetector``.
 Factories are imported only when asked for, so a heavy or optional detector costs nothing until used.
 """
@@ -25,6 +26,8 @@ _REGISTRY: dict[str, str | Callable[..., HOIDetector]] = {
     "qpic": "interactdiffusion.evaluation.detectors.qpic:build_qpic_detector",
     "qpic_random": "interactdiffusion.evaluation.detectors.qpic:build_random_qpic_detector",
     "random": "interactdiffusion.evaluation.detectors.qpic:build_random_qpic_detector",
+    "fgahoi": "interactdiffusion.evaluation.detectors.fgahoi:build_fgahoi_detector",
+    "fgahoi_random": "interactdiffusion.evaluation.detectors.fgahoi:build_random_fgahoi_detector",
 }
 
 
