@@ -49,14 +49,18 @@ def test_dry_run_lists_every_missing_input_with_its_path(tmp_path, capsys):
         weights / "gligen-1-4-generation-text-box",
         weights / "gligen_star" / "adapter.safetensors",
         weights / "interact-diffusion-v1.pth",
-        weights / "qpic_resnet50_hico.pth",
+        weights / "fgahoi_swin_tiny_hico.pth",
+        weights / "fgahoi_swin_large_hico.pth",
         weights / "weights-inception-2015-12-05-6726825d.pth",
     ]
     for path in expected:
         line = next((text for text in out.splitlines() if str(path) in text), None)
         assert line is not None and "MISSING" in line, path
-    assert "0 present, 9 missing." in out
-    assert out.count("interactdiffusion.cli.eval experiment=table/") == len(DEFAULT_ROWS)
+    assert "0 present, 10 missing." in out
+    # every row scored by both FGAHOI detectors, each in its own folder
+    assert out.count("interactdiffusion.cli.eval experiment=table/") == 2 * len(DEFAULT_ROWS)
+    assert out.count("detector=fgahoi_swin_t") == out.count("detector=fgahoi_swin_l") == len(DEFAULT_ROWS)
+    assert "xiaomabufei/FGAHOI" in out
     # 4 generating rows x 9,546 layouts (the annotations are not here to count them)
     assert "about 38,184" in out
 
@@ -65,24 +69,26 @@ def test_present_inputs_are_reported_present(tmp_path, capsys):
     weights = tmp_path / "w"
     (weights / "stable-diffusion-v1-4").mkdir(parents=True)
     (weights / "qpic_resnet50_hico.pth").write_bytes(b"x")
-    main(["--dry-run", "--rows", "sd14", f"paths.data_dir={tmp_path}/d", f"paths.weights_dir={weights}"])
+    main(["--dry-run", "--rows", "sd14", "--detectors", "qpic", f"paths.data_dir={tmp_path}/d",
+          f"paths.weights_dir={weights}"])
     out = capsys.readouterr().out
     assert "[present] backbone sd14" in out and "[present] detector qpic weights" in out
     assert "2 present, 4 missing." in out
 
 
-def _fake_row(root: Path, row: str, meaningful: bool = True) -> None:
+def _fake_row(root: Path, row: str, meaningful: bool = True, detector: str = "qpic") -> None:
     split = {"full": 10.0, "rare": 5.0, "non_rare": 12.0}
     result = {
         "row": row, "label": None, "backbone": "sd14", "weights": None,
-        "detector": {"name": "qpic", "weights": "/w/qpic.pth"}, "metrics_extractor": "inception",
+        "detector": {"name": detector, "weights": f"/w/{detector}.pth"}, "metrics_extractor": "inception",
         "num_layouts": 3, "num_images": 3, "resolution": 512, "fid": 20.0, "kid_mean": 0.01, "kid_std": 0.001,
         "map": {p: {"default": split, "known_object": split} for p in ("official", "fgahoi")},
         "wall_time_s": {"generate": 1.0, "detect": 1.0, "metrics": 1.0, "total": 180.0}, "device": "cpu",
         "settings": {}, "meaningful": meaningful,
     }
-    (root / row).mkdir(parents=True)
-    (root / row / "results.json").write_text(json.dumps(result))
+    folder = root / row / detector
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps(result))
 
 
 def test_aggregation_has_every_column_of_the_paper_plus_non_rare(tmp_path):
@@ -92,13 +98,44 @@ def test_aggregation_has_every_column_of_the_paper_plus_non_rare(tmp_path):
     text = md.read_text()
     for column in ("FID", "KID", "Default Full (qpic)", "Default Rare (qpic)", "Default Non-Rare (qpic)",
                    "Known Object Full (qpic)", "Known Object Rare (qpic)", "Known Object Non-Rare (qpic)",
-                   "paper Default Full/Rare (FGAHOI)", "wall time", "device"):
+                   "paper Default Full/Rare (FGAHOI-Swin-T)", "wall time", "device"):
         assert column in text
     assert "not comparable" in text and "meaningless" not in text
     assert "29.53/23.02" in text  # the paper's InteractDiffusion Swin-T Default Full/Rare
     assert "| 16.65 | 0.00560 | 35.60/– (Swin-L) |" in text  # InteractDiffusion-XL: only Swin-L Full published
     rows = [r["row"] for r in json.loads(js.read_text())["rows"]]
     assert rows == ["sd14", "interactdiffusion", "interactdiffusion_xl", "real"]  # the paper's order
+
+
+def test_each_detector_gets_its_tables_beside_its_paper_columns(tmp_path):
+    for row in ("interactdiffusion", "real"):
+        for detector in ("fgahoi_swin_t", "fgahoi_swin_l"):
+            _fake_row(tmp_path / "rows", row, detector=detector)
+    md, js = aggregate(tmp_path / "rows", tmp_path / "out")
+    sections = {part.split("\n", 1)[0]: part for part in md.read_text().split("## ")[1:]}
+    swin_t = sections["fgahoi_swin_t, `fgahoi` protocol (ours) vs FGAHOI-Swin-T, `fgahoi` (paper)"]
+    swin_l = sections["fgahoi_swin_l, `fgahoi` protocol (ours) vs FGAHOI-Swin-L, `fgahoi` (paper)"]
+    assert "29.53/23.02" in swin_t and "31.56/26.09" not in swin_t and "29.94/22.24" in swin_t
+    assert "31.56/26.09" in swin_l and "37.18/30.71" in swin_l and "29.53/23.02" not in swin_l
+    assert list(sections).index("fgahoi_swin_t, `official` protocol (ours) vs FGAHOI-Swin-T, `fgahoi` (paper)") == 0
+    text = md.read_text()
+    assert "Default Full (fgahoi_swin_l)" in text
+    assert len(json.loads(js.read_text())["rows"]) == 4
+
+
+def test_detector_runs_of_a_row_share_its_images(tmp_path):
+    from interactdiffusion.cli.reproduce import share_row_images
+
+    row_dir = tmp_path / "eval" / "gligen"
+    for detector in ("fgahoi_swin_t", "fgahoi_swin_l"):
+        share_row_images(row_dir, row_dir / detector)
+        share_row_images(row_dir, row_dir / detector)  # again: nothing to do
+    (row_dir / "fgahoi_swin_t" / "images" / "0.png").write_bytes(b"png")
+    assert (row_dir / "images" / "0.png").read_bytes() == b"png"
+    assert (row_dir / "fgahoi_swin_l" / "images" / "0.png").read_bytes() == b"png"
+    (row_dir / "other" / "images").mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="not the row's image folder"):
+        share_row_images(row_dir, row_dir / "other")
 
 
 def test_aggregation_says_when_numbers_are_meaningless(tmp_path):

@@ -5,8 +5,11 @@
     interactdiffusion-reproduce --profile tiny            # the same machinery offline in minutes (meaningless numbers)
     interactdiffusion-reproduce --launcher slurm          # rows as SLURM jobs (configs/launcher/slurm.yaml)
 
-Rows are eval experiment configs (`configs/experiment/table/*.yaml`); each writes into its own stable folder,
-so running the command again resumes row by row and image by image.
+Rows are eval experiment configs (`configs/experiment/table/*.yaml`). Every row is scored by each detector of
+the profile (paper: FGAHOI-Swin-T and FGAHOI-Swin-L, the paper's two column groups; `--detectors` picks
+others, e.g. `qpic`): one eval run per (row, detector) in `<row folder>/<detector>/`, all reading the row's one
+set of images (`<row folder>/images`, generated once). Each writes into its own stable folder, so running the
+command again resumes row by row and image by image.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from ..reproduce.tiny_profile import prepare_tiny_inputs, tiny_row_overrides
 
 PAPER_LAYOUTS = 9546
 DEFAULT_ROWS = ["sd14", "gligen", "gligen_star", "interactdiffusion", "real"]
+# configs/detector/<name>.yaml per profile: the paper scored every row with both FGAHOI backbones.
+PROFILE_DETECTORS = {"paper": ["fgahoi_swin_t", "fgahoi_swin_l"], "tiny": ["fgahoi_random", "random"]}
 
 
 def compose_row(row: str, overrides: list[str]):
@@ -64,6 +69,20 @@ def row_command(row: str, overrides: list[str]) -> list[str]:
     return [sys.executable, "-m", "interactdiffusion.cli.eval", f"experiment=table/{row}", *overrides]
 
 
+def share_row_images(row_dir: Path, run_dir: Path) -> None:
+    """``run_dir/images`` → ``row_dir/images``: every detector's run of a row scores the same images (the eval
+    command keeps them in ``<output_dir>/images`` and regenerates only what is missing or was made otherwise)."""
+    shared = row_dir / "images"
+    link = run_dir / "images"
+    shared.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        if link.resolve() != shared.resolve():
+            raise RuntimeError(f"{link} exists and is not the row's image folder {shared}; move it away")
+        return
+    link.symlink_to(os.path.relpath(shared, run_dir), target_is_directory=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="interactdiffusion-reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default=None, help=f"comma-separated rows (default: {','.join(DEFAULT_ROWS)})")
     parser.add_argument("--dry-run", action="store_true", help="print the check, the commands and the estimate; stop")
     parser.add_argument("--launcher", choices=["local", "slurm"], default="local")
+    parser.add_argument("--detectors", default=None,
+                        help="comma-separated configs/detector names scoring every row (default: the profile's, "
+                        f"paper {','.join(PROFILE_DETECTORS['paper'])})")
     parser.add_argument("--out", default=None, help="where results.md/.json go (default experiments/paper-table)")
     parser.add_argument("--weights", action="append", default=[], metavar="ROW=PATH",
                         help="weights for a row, e.g. interactdiffusion_ours=/runs/x/export/adapter.safetensors "
@@ -99,24 +121,30 @@ def main(argv: list[str] | None = None) -> int:
         overrides = [*overrides, *tiny_row_overrides(work)]
     out_dir = Path(args.out) if args.out else (work / "table" if tiny else REPO_ROOT / "experiments" / "paper-table")
 
-    configs = {}
+    detectors = args.detectors.split(",") if args.detectors else PROFILE_DETECTORS[args.profile]
+    runs: dict[tuple[str, str], tuple[dict, list[str]]] = {}
+    image_folders: dict[str, Path] = {}
     for row in rows:
         row_overrides = overrides + (tiny_row_overrides(work, row) if tiny else [])
         if row in row_weights:
             row_overrides.append(f"weights={row_weights[row]}")
-        configs[row] = (compose_row(row, row_overrides), row_overrides)
-    inputs = collect_inputs({row: cfg for row, (cfg, _) in configs.items()})
+        row_dir = image_folders[row] = Path(compose_row(row, row_overrides)["output_dir"])
+        for detector in detectors:
+            run_overrides = [*row_overrides, f"detector={detector}", f"output_dir={row_dir / detector}"]
+            runs[(row, detector)] = (compose_row(row, run_overrides), run_overrides)
+    inputs = collect_inputs([(row, cfg) for (row, _), (cfg, _) in runs.items()])
     print(format_report(inputs))
     print()
-    print("Commands, one per row (each resumes where it stopped):")
+    print(f"Commands, one per row and detector ({', '.join(detectors)}; each resumes where it stopped):")
     total = 0
-    for row, (cfg, row_overrides) in configs.items():
-        print("  " + shlex.join(row_command(row, row_overrides)))
-        if not cfg.get("eval", {}).get("real_images"):
+    for (row, detector), (cfg, run_overrides) in runs.items():
+        print("  " + shlex.join(row_command(row, run_overrides)))
+        if detector == detectors[0] and not cfg.get("eval", {}).get("real_images"):
             n = count_layouts(cfg["data"]["annotations"], cfg["eval"].get("limit"))
             total += n if n is not None else (min(PAPER_LAYOUTS, cfg["eval"]["limit"]) if cfg["eval"].get("limit")
                                                else PAPER_LAYOUTS)
-    print(f"\nImages to generate: about {total:,} ({len([r for r in rows if r != 'real'])} generating rows).")
+    print(f"\nImages to generate: about {total:,} ({len([r for r in rows if r != 'real'])} generating rows; "
+          f"each row's images are generated once and scored by {len(detectors)} detector(s)).")
     if args.dry_run:
         return 0
     missing = [i for i in inputs if not i.present]
@@ -126,17 +154,18 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     failures = []
-    for row, (_, row_overrides) in configs.items():
-        command = row_command(row, row_overrides)
+    for (row, detector), (cfg, run_overrides) in runs.items():
+        share_row_images(image_folders[row], Path(cfg["output_dir"]))
+        command = row_command(row, run_overrides)
         if args.launcher == "slurm":
             command = [*command[:3], "-m", *command[3:], "+launcher=slurm_eval"]
-        print(f"\n== row {row}: {shlex.join(command)}", flush=True)
+        print(f"\n== row {row}, detector {detector}: {shlex.join(command)}", flush=True)
         if subprocess.run(command, cwd=REPO_ROOT).returncode != 0:
-            failures.append(row)
+            failures.append(f"{row}/{detector}")
     if failures:
         print(f"rows failed: {failures}; fix and run again (finished rows are kept)", file=sys.stderr)
         return 1
-    roots = {Path(cfg["output_dir"]) for cfg, _ in configs.values()}
+    roots = {Path(cfg["output_dir"]) for cfg, _ in runs.values()}
     results_root = os.path.commonpath([str(r) for r in roots])
     command = "make reproduce-table" + (" PROFILE=tiny" if tiny else "")
     md, js = aggregate(results_root, out_dir, command=command,

@@ -1,8 +1,10 @@
 """Collect the rows of a paper-table run into one Markdown table and one JSON file.
 
-Each row is a finished ``interactdiffusion-eval`` run whose ``results.json`` follows the eval command's schema.
-Our numbers stand next to the paper's; every mAP column names its detector and protocol, because numbers from
-different detectors (QPIC vs the paper's FGAHOI) are not comparable.
+Each row is a finished ``interactdiffusion-eval`` run whose ``results.json`` follows the eval command's schema;
+a row scored by several detectors has one run per detector. Our numbers stand next to the paper's, one table per
+(detector, protocol); every mAP column names its detector and protocol, because numbers from different detectors
+(QPIC vs the paper's FGAHOI, FGAHOI-Swin-T vs -Swin-L) are not comparable. An FGAHOI-Swin-L table is set beside
+the paper's Swin-L columns, every other one beside its Swin-T columns.
 """
 
 from __future__ import annotations
@@ -55,13 +57,56 @@ def _protocols(rows: list[dict[str, Any]]) -> list[str]:
     return list(seen)
 
 
-def _detector_name(rows: list[dict[str, Any]]) -> str:
-    names = sorted({str(r["detector"].get("name", "?")) for r in rows})
-    return "/".join(names)
+def _detectors(rows: list[dict[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.setdefault(str(row["detector"].get("name", "?")), None)
+    return sorted(seen, key=lambda name: (paper_backbone(name) == "swin_l", name))
+
+
+def paper_backbone(detector: str) -> str:
+    """The paper's column group a detector's numbers stand beside: ``swin_l`` for FGAHOI-Swin-L, else ``swin_t``."""
+    name = detector.lower()
+    return "swin_l" if "fgahoi" in name and ("swin_l" in name or "large" in name) else "swin_t"
+
+
+def _table(rows: list[dict[str, Any]], detector: str, protocol: str) -> list[str]:
+    backbone = paper_backbone(detector)
+    paper_name = f"{PAPER_DETECTOR}-{'Swin-L' if backbone == 'swin_l' else 'Swin-T'}"
+    lines = [f"## {detector}, `{protocol}` protocol (ours) vs {paper_name}, `{PAPER_PROTOCOL}` (paper)", ""]
+    header = ["row", "FID", "KID"]
+    for setting in SETTINGS:
+        label = "Default" if setting == "default" else "Known Object"
+        header += [f"{label} {s.replace('_', '-').title()} ({detector})" for s in SPLITS]
+    header += ["paper FID", "paper KID", f"paper Default Full/Rare ({paper_name})",
+               f"paper KO Full/Rare ({paper_name})", "images", "wall time", "device"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for row in rows:
+        result = row["map"].get(protocol)
+        cells = [row.get("label") or row["row"], _fmt(row.get("fid")), _fmt(row.get("kid_mean"), 5)]
+        for setting in SETTINGS:
+            for split in SPLITS:
+                cells.append(_fmt(result[setting][split]) if result else "–")
+        paper = PAPER_TABLE.get(row["row"])
+        if paper:
+            numbers, suffix = paper.get(backbone), ""
+            if numbers is None:  # published with one backbone only (the XL row: Swin-L)
+                other = "swin_l" if backbone == "swin_t" else "swin_t"
+                numbers, suffix = paper[other], " (Swin-L)" if other == "swin_l" else " (Swin-T)"
+            cells += [_fmt(paper["fid"]), _fmt(paper["kid"], 5)]
+            cells += ["/".join(_fmt(v) for v in numbers[s]) + suffix for s in ("default", "known_object")]
+        else:
+            cells += ["–", "–", "–", "–"]
+        wall = row.get("wall_time_s", {}).get("total")
+        cells += [str(row.get("num_images", "–")), "–" if wall is None else f"{wall / 60:.1f} min",
+                  str(row.get("device", "–"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def render_markdown(rows: list[dict[str, Any]], title: str = "InteractDiffusion paper table", command: str = "") -> str:
-    detector = _detector_name(rows)
+    detectors = _detectors(rows)
     protocols = _protocols(rows)
     lines = [f"# {title}", ""]
     if command:
@@ -73,46 +118,16 @@ def render_markdown(rows: list[dict[str, Any]], title: str = "InteractDiffusion 
             "",
         ]
     lines += [
-        f"Our mAP columns are measured with **{detector}**; the paper's with **{PAPER_DETECTOR}** (Swin-T) under the",
-        f"`{PAPER_PROTOCOL}` protocol. Numbers from different detectors are not comparable: compare rows within",
-        "one detector. The paper published Full and Rare only (no Non-rare).",
+        f"Our mAP columns are measured with **{', '.join(detectors)}** (one table per detector and protocol); the",
+        f"paper's with **{PAPER_DETECTOR}** Swin-T and Swin-L under the `{PAPER_PROTOCOL}` protocol. Numbers from",
+        "different detectors are not comparable: compare rows within one detector. The paper published Full and",
+        "Rare only (no Non-rare).",
         "",
     ]
-    for protocol in protocols:
-        lines += [f"## {detector}, `{protocol}` protocol (ours) vs {PAPER_DETECTOR}-Swin-T, `{PAPER_PROTOCOL}` (paper)", ""]
-        header = ["row", "FID", "KID"]
-        for setting in SETTINGS:
-            label = "Default" if setting == "default" else "Known Object"
-            header += [f"{label} {s.replace('_', '-').title()} ({detector})" for s in SPLITS]
-        header += ["paper FID", "paper KID", f"paper Default Full/Rare ({PAPER_DETECTOR})",
-                   f"paper KO Full/Rare ({PAPER_DETECTOR})", "images", "wall time", "device"]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "---|" * len(header))
-        for row in rows:
-            result = row["map"].get(protocol)
-            cells = [row.get("label") or row["row"], _fmt(row.get("fid")), _fmt(row.get("kid_mean"), 5)]
-            for setting in SETTINGS:
-                for split in SPLITS:
-                    cells.append(_fmt(result[setting][split]) if result else "–")
-            paper = PAPER_TABLE.get(row["row"])
-            if paper and paper.get("swin_t") is None:  # published with Swin-L only (the XL row)
-                swin_l = paper["swin_l"]
-                cells += [_fmt(paper["fid"]), _fmt(paper["kid"], 5)]
-                cells += ["/".join(_fmt(v) for v in swin_l[s]) + " (Swin-L)" for s in ("default", "known_object")]
-            elif paper:
-                swin_t = paper["swin_t"]
-                cells += [
-                    _fmt(paper["fid"]), _fmt(paper["kid"], 5),
-                    "/".join(_fmt(v) for v in swin_t["default"]),
-                    "/".join(_fmt(v) for v in swin_t["known_object"]),
-                ]
-            else:
-                cells += ["–", "–", "–", "–"]
-            wall = row.get("wall_time_s", {}).get("total")
-            cells += [str(row.get("num_images", "–")), "–" if wall is None else f"{wall / 60:.1f} min",
-                      str(row.get("device", "–"))]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+    for detector in detectors:
+        of_detector = [r for r in rows if str(r["detector"].get("name", "?")) == detector]
+        for protocol in protocols:
+            lines += _table(of_detector, detector, protocol)
     lines += ["## Rows", ""]
     for row in rows:
         lines.append(

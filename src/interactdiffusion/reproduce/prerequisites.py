@@ -6,7 +6,7 @@ can never disagree with the run about a path.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ SOURCES = {
     "interactdiffusion_v1": "InteractDiffusion v1.0 (interact-diffusion-v1.pth): "
     "https://huggingface.co/jiuntian/interactiondiffusion-weight",
     "qpic": "QPIC ResNet-50 HICO-DET checkpoint: https://github.com/hitachi-rd-cv/qpic (releases)",
+    "fgahoi": "FGAHOI HICO-DET checkpoints (Swin-Tiny, Swin-Large*+), linked from "
+    "https://github.com/xiaomabufei/FGAHOI#results (configs/detector/fgahoi_swin_*.yaml name the files)",
     "inception": "torch-fidelity Inception weights: https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
     "weights-inception-2015-12-05-6726825d.pth",
 }
@@ -88,10 +90,12 @@ def inputs_of_row(row: str, cfg: Mapping[str, Any]) -> list[RequiredInput]:
     return found
 
 
-def collect_inputs(row_configs: Mapping[str, Mapping[str, Any]]) -> list[RequiredInput]:
-    """Every input of every row, each path listed once with the rows that need it."""
+def collect_inputs(row_configs: Mapping[str, Mapping[str, Any]] | Iterable[tuple[str, Mapping[str, Any]]]
+                   ) -> list[RequiredInput]:
+    """Every input of every row, each path listed once with the rows that need it (``(row, cfg)`` pairs may
+    repeat a row: one config per detector scoring it)."""
     merged: dict[tuple[str, str], RequiredInput] = {}
-    for row, cfg in row_configs.items():
+    for row, cfg in (row_configs.items() if isinstance(row_configs, Mapping) else row_configs):
         for item in inputs_of_row(row, cfg):
             key = (item.path, item.kind)
             if key in merged:
