@@ -319,3 +319,29 @@ def test_paper_detector_configs_name_their_weights():
         cfg = OmegaConf.create(text)
         assert cfg.kind == "fgahoi" and cfg.name == name and cfg._get_node("weights")._value().endswith(file)
         assert drive in text
+
+
+def test_training_eval_callback_takes_the_fgahoi_detector_config(tmp_path):
+    """``detector@callbacks.hoi_eval.detector=fgahoi_*`` composes; the callback's spec builds an FGAHOI detector
+    on the given device, which detects a whole batch (it chunks by its ``batch_size``)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from interactdiffusion.config_path import config_dir
+    from interactdiffusion.evaluation.detectors.fgahoi import FGAHOIDetector
+    from interactdiffusion.evaluation.scoring import build_detector as eval_build_detector
+    from interactdiffusion.utils import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.root_dir={tmp_path}", "callbacks=hoi_eval",
+                                          "detector@callbacks.hoi_eval.detector=fgahoi_random"])
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        paper = compose("train", overrides=[f"paths.root_dir={tmp_path}", "callbacks=hoi_eval",
+                                            "detector@callbacks.hoi_eval.detector=fgahoi_swin_t"])
+    assert paper.callbacks.hoi_eval.detector.kind == "fgahoi"
+    callback = instantiate(cfg.callbacks.hoi_eval)
+    detector = eval_build_detector(callback.detector_spec, small_vocabulary(), "cpu")
+    assert isinstance(detector, FGAHOIDetector) and detector.device.type == "cpu"
+    images = [torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8) for _ in range(10)]
+    assert len(detector.detect(images, [(32, 32)] * 10)) == 10
