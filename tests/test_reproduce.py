@@ -157,10 +157,12 @@ def test_tiny_profile_runs_the_whole_table_through_make(tmp_path):
     # the paper's image files when asked: <file_name>.jpg, truncated, recorded with every row
     images = list((tmp_path / "work" / "logs").rglob("images/HICO_test2015_*"))
     assert images and {p.suffix for p in images} == {".jpg"}
-    row = json.loads(next((tmp_path / "work" / "logs").rglob("interactdiffusion/results.json")).read_text())
+    row = json.loads(next((tmp_path / "work" / "logs").rglob("interactdiffusion/fgahoi_random/results.json")).read_text())
     assert (row["settings"]["image_format"], row["settings"]["quantize"]) == ("jpg", "truncate")
     assert row["settings"]["anno_mat"].endswith("synthetic/anno.mat")
-    assert "Warning" not in next((tmp_path / "work" / "logs").rglob("interactdiffusion/results.md")).read_text()
-    assert [r["row"] for r in data["rows"]] == [r for r in ROW_ORDER if r != "interactdiffusion_xl"]
+    assert "Warning" not in next((tmp_path / "work" / "logs").rglob("interactdiffusion/fgahoi_random/results.md")).read_text()
+    # every row scored by the tiny profile's two detectors (a small random FGAHOI, a random QPIC)
+    assert [r["row"] for r in data["rows"]] == [row for row in ROW_ORDER if row != "interactdiffusion_xl" for _ in range(2)]
+    assert {r["detector"]["name"] for r in data["rows"]} == {"fgahoi_random", "qpic_random"}
     assert all(not r["meaningful"] for r in data["rows"])
     assert "meaningless" in (out / "results.md").read_text()

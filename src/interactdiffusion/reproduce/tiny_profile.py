@@ -3,8 +3,9 @@
 So that the target itself is tested on a machine without weights or a GPU: a small synthetic HICO-DET, the
 tiny backbone (built from its config), GLIGEN weights as diffusers publishes them (a pipeline folder), the "official"
 InteractDiffusion weights as an official adapter-only ``.pth``, and the GLIGEN* and our-InteractDiffusion rows
-trained for a few steps by the real ``interactdiffusion-train`` from those files. The detector is a random-init
-QPIC and the feature extractor a tiny random net: the numbers are meaningless, the machinery is real.
+trained for a few steps by the real ``interactdiffusion-train`` from those files. Every row is scored by a small
+random-init FGAHOI and a random-init QPIC (``cli/reproduce.py``'s tiny detectors), the feature extractor is a tiny
+random net: the numbers are meaningless, the machinery is real.
 """
 
 from __future__ import annotations
