@@ -345,3 +345,18 @@ def test_training_eval_callback_takes_the_fgahoi_detector_config(tmp_path):
     assert isinstance(detector, FGAHOIDetector) and detector.device.type == "cpu"
     images = [torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8) for _ in range(10)]
     assert len(detector.detect(images, [(32, 32)] * 10)) == 10
+
+
+def test_scale_stored_as_characters_falls_back_to_fgahoi_default(tmp_path):
+    """FGAHOI's ``--scale`` is ``type=list``: typed on a command line it is stored as characters; its evaluation
+    never reads the stored value (the model comes from the eval command line, default [1, 3, 5])."""
+    path = tmp_path / "fgahoi.pth"
+    config = FGAHOIConfig(**TINY)
+    state = _fgahoi_layout_checkpoint(path, config)
+    args = config.to_args()
+    args.scale = list("[1,3,5]")
+    torch.save({"model": state, "args": args}, path)
+    assert load_fgahoi(path).config.scale == (1, 3, 5)
+    args.scale = [1, 1, 3]
+    torch.save({"model": state, "args": args}, path)
+    assert load_fgahoi(path).config.scale == (1, 1, 3)

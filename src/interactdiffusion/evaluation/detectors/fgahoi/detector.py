@@ -60,6 +60,15 @@ def swin_shape_from_state(state: Mapping[str, torch.Tensor]) -> SwinShape:
     return SwinShape(state["backbone.0.body.patch_embed.proj.weight"].shape[0], depths, heads, window)
 
 
+def _sampling_scales(stored: Any, levels: int) -> tuple[int, ...]:
+    """``args.scale`` when it is a list of ints, else FGAHOI's default [1, 3, 5]: its evaluation builds the model
+    from its own command line (where ``--scale`` keeps that default), not from the stored ``args``, and its
+    ``type=list`` argument turns a typed ``--scale`` into characters."""
+    if isinstance(stored, (list, tuple)) and len(stored) >= levels and all(isinstance(v, int) for v in stored):
+        return tuple(stored)
+    return (1, 3, 5)
+
+
 def config_from_state(state: Mapping[str, torch.Tensor], args: Any, path: Path) -> FGAHOIConfig:
     """Sizes and switched-on parts from the tensors; ``args`` for what tensors cannot say (``no_obj``,
     ``merge``, ``base``, ``scale``), FGAHOI's defaults for those without ``args``."""
@@ -77,7 +86,8 @@ def config_from_state(state: Mapping[str, torch.Tensor], args: Any, path: Path) 
         hierarchical_merge=hierarchical,
         task_merge=task,
     )
-    values.setdefault("merge", hierarchical or task)
+    values["merge"] = hierarchical or task or bool(values.get("merge", False))
+    values["scale"] = _sampling_scales(values.get("scale"), values["num_feature_levels"])
     values["num_obj_classes"] = state["class_embed.0.weight"].shape[0] - int(bool(values.get("no_obj", False)))
     values.pop("swin", None)
     try:
