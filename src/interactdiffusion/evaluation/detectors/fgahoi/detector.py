@@ -88,6 +88,7 @@ def config_from_state(state: Mapping[str, torch.Tensor], args: Any, path: Path) 
     )
     values["merge"] = hierarchical or task or bool(values.get("merge", False))
     values["scale"] = _sampling_scales(values.get("scale"), values["num_feature_levels"])
+    values["offset_stride"] = tuple(state[f"offset.{i}.0.weight"].shape[-1] for i in range(_count(state, "offset.")))
     values["num_obj_classes"] = state["class_embed.0.weight"].shape[0] - int(bool(values.get("no_obj", False)))
     values.pop("swin", None)
     try:
