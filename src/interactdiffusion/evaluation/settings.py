@@ -149,7 +149,8 @@ def missing_inputs(detector: Any = None, metrics: Any = None, weights: Any = Non
     detector = plain(detector) or {}
     if isinstance(detector, dict) and detector.get("weights") and not Path(str(detector["weights"])).expanduser().is_file():
         problems.append(f"detector.weights: {detector['weights']} does not exist (configs/detector/"
-                        f"{detector.get('kind', '...')}.yaml says where to get it; detector=random is a stand-in)")
+                        f"{detector.get('name') or detector.get('kind', '...')}.yaml says where to get it; "
+                        "detector=random is a stand-in)")
     metrics = plain(metrics) or {}
     if isinstance(metrics, dict) and metrics and metrics.get("extractor", "inception") == "inception":
         path = metrics.get("inception_weights")
