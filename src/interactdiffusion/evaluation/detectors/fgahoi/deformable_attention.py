@@ -2,8 +2,8 @@
 
 Each query attends to ``n_points`` bilinearly sampled locations per head and feature level around its
 reference point; the samples are mixed with softmax weights. ``ms_deform_attn`` does one ``grid_sample``
-per level over all heads at once and contracts the points with a batched matrix product, so the
-[.., levels·points] stack of sampled values that the textbook form builds never exists. It runs on the CPU
+per level over all heads at once, reading every query's points as one row, and accumulates the weighted
+levels, so the [.., levels·points] stack of sampled values that the textbook form builds never exists. It runs on the CPU
 and on any GPU without a build step.
 
 ``MSDeformAttn`` carries Deformable DETR's parameter names (``sampling_offsets``, ``attention_weights``,
@@ -33,16 +33,16 @@ def ms_deform_attn(
     ``attention_weights`` [B, Q, M, L, P] → [B, Q, M·D]. Out-of-map samples read zeros."""
     batch, _, heads, dim = value.shape
     _, queries, _, levels, points, _ = sampling_locations.shape
-    grids = (2 * sampling_locations - 1).transpose(1, 2).flatten(0, 1)  # [B·M, Q, L, P, 2]
-    weights = attention_weights.transpose(1, 2).flatten(0, 1)  # [B·M, Q, L, P]
-    out = value.new_zeros((batch * heads, dim, queries))
-    start = 0
+    # [B·M, L, 1, Q·P, 2]: one row of Q·P samples per level, so grid_sample writes them contiguously
+    grids = (2 * sampling_locations - 1).permute(0, 2, 3, 1, 4, 5).reshape(batch * heads, levels, 1, -1, 2)
+    weights = attention_weights.transpose(1, 2).reshape(batch * heads, 1, queries, levels, points)
+    out, start = None, 0
     for level, (h, w) in enumerate(spatial_shapes):
         v = value[:, start : start + h * w].permute(0, 2, 3, 1).reshape(batch * heads, dim, h, w)
         start += h * w
-        sampled = F.grid_sample(v, grids[:, :, level], mode="bilinear", padding_mode="zeros", align_corners=False)
-        # [B·M, D, Q, P] · [B·M, Q, P] summed over P
-        out = out + torch.einsum("bdqp,bqp->bdq", sampled, weights[:, :, level])
+        sampled = F.grid_sample(v, grids[:, level], mode="bilinear", padding_mode="zeros", align_corners=False)
+        level_out = (sampled.view(batch * heads, dim, queries, points) * weights[:, :, :, level]).sum(-1)
+        out = level_out if out is None else out + level_out
     return out.view(batch, heads * dim, queries).transpose(1, 2)
 
 
