@@ -360,3 +360,24 @@ def test_scale_stored_as_characters_falls_back_to_fgahoi_default(tmp_path):
     args.scale = [1, 1, 3]
     torch.save({"model": state, "args": args}, path)
     assert load_fgahoi(path).config.scale == (1, 1, 3)
+
+
+def test_task_aware_merge_normalises_over_the_queries():
+    """FGAHOI's ``F.normalize`` in the task-aware merge runs over dim 1, the queries: a query's update depends on
+    the other queries (it would not, normalised over the channels), and each channel's parameters have unit norm
+    across the queries."""
+    from interactdiffusion.evaluation.detectors.fgahoi.anchors import FineGrainedDeformAttn
+
+    torch.manual_seed(0)
+    attn = randomize_(FineGrainedDeformAttn(32, 3, 2, 2)).eval()
+    query, merged = torch.randn(1, 5, 32), torch.randn(1, 5, 32)
+    with torch.no_grad():
+        together = attn.task_aware(query, merged)
+        alone = attn.task_aware(query[:, :1], merged[:, :1])
+    assert not torch.allclose(together[:, :1], alone, atol=1e-4)
+    with torch.no_grad():
+        mixed = attn.multi_attn_task(attn.q_task(query).reshape(5, 1, 32),
+                                     *attn.kv_task(torch.stack((query, merged), 2)).reshape(5, 2, 2, 32).unbind(2),
+                                     need_weights=False)[0].view(1, 5, 32)
+        params = F.normalize(attn.fcV2(mixed), dim=1)
+    assert torch.allclose(params.norm(dim=1), torch.ones(1, 128), atol=1e-5)
