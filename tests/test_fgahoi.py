@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from test_qpic import small_vocabulary  # 4 COCO objects, 3 verbs, 6 classes
 
 from interactdiffusion.evaluation.detectors import (
     DetectorWeightsError,
@@ -37,20 +38,10 @@ from interactdiffusion.evaluation.detectors.fgahoi.detector import randomize_
 from interactdiffusion.evaluation.detectors.fgahoi.swin import SwinShape
 from interactdiffusion.evaluation.detectors.hoi_triplets import hoi_lookup_table
 from interactdiffusion.evaluation.detectors.qpic import QPIC, QPICConfig, load_qpic, save_qpic_checkpoint
-from interactdiffusion.vocab import HOIClass, HOIVocabulary
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY_SWIN = SwinShape(16, (2, 2, 2, 2), (1, 2, 2, 4), 4)
 TINY = dict(hidden_dim=32, nheads=2, enc_layers=1, dec_layers=2, dim_feedforward=64, num_queries=12, swin=TINY_SWIN)
-
-
-def small_vocabulary() -> HOIVocabulary:
-    objects = ["bicycle", "cup", "horse", "person"]
-    verbs = ["hold", "ride", "sit_on"]
-    pairs = [("hold", "bicycle"), ("hold", "cup"), ("ride", "bicycle"), ("ride", "horse"), ("sit_on", "bicycle"),
-             ("hold", "person")]
-    classes = [HOIClass(verbs.index(v), objects.index(o)) for v, o in pairs]
-    return HOIVocabulary(objects, verbs, ["holding", "riding", "sitting on"], classes)
 
 
 # -- key layout ----------------------------------------------------------------------------------------------

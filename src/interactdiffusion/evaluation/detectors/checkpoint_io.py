@@ -50,6 +50,22 @@ def read_checkpoint(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor
     return dict(state), args
 
 
+def load_strictly(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: str | Path, kind: str,
+                  config: Any) -> torch.nn.Module:
+    """Every key of ``state`` into ``model`` and every parameter of ``model`` from ``state``, shapes equal;
+    otherwise an error naming the file. Returns the model in eval mode, frozen."""
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        raise DetectorWeightsError(f"{path} does not match the {kind} architecture {config}: {err}") from None
+    if missing or unexpected:
+        raise DetectorWeightsError(
+            f"{path} does not match the {kind} architecture {config}: "
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+    return model.eval().requires_grad_(False)
+
+
 def args_dict(args: argparse.Namespace | Mapping[str, Any] | None) -> dict[str, Any]:
     if args is None:
         return {}

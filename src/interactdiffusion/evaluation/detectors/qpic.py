@@ -24,7 +24,7 @@ from torch import nn
 
 from ...vocab import HOIVocabulary
 from .base import ImageDetections
-from .checkpoint_io import read_checkpoint
+from .checkpoint_io import load_strictly, read_checkpoint
 from .detr import (
     MLP,
     BackboneWithPosition,
@@ -160,14 +160,7 @@ def load_qpic_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], QPI
 
 def load_qpic(path: str | Path) -> QPIC:
     state, config = load_qpic_checkpoint(path)
-    model = QPIC(config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise DetectorWeightsError(
-            f"{path} does not match the QPIC architecture {config}: "
-            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
-        )
-    return model.eval().requires_grad_(False)
+    return load_strictly(QPIC(config), state, path, "QPIC", config)
 
 
 # -- post-processing -------------------------------------------------------------------------------------------
@@ -249,7 +242,7 @@ class QPICDetector:
             results.extend(self.postprocess(self.model(pixels, mask), sizes[chunk]))
         return results
 
-    def postprocess(self, outputs, sizes: Sequence[tuple[int, int]]) -> list[list[HOIDetection]]:
+    def postprocess(self, outputs, sizes: Sequence[tuple[int, int]]) -> list[ImageDetections]:
         return qpic_postprocess(outputs, sizes, self.hoi_lookup, self.top_k)
 
 

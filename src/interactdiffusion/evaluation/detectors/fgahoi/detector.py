@@ -21,7 +21,7 @@ import torch
 
 from ....vocab import HOIVocabulary
 from ..base import HOIDetection
-from ..checkpoint_io import args_dict, read_checkpoint
+from ..checkpoint_io import args_dict, load_strictly, read_checkpoint
 from ..detr import box_cxcywh_to_xyxy
 from ..hoi_triplets import as_vocabulary, hoi_lookup_table, select_triplets
 from ..qpic import QPICDetector
@@ -138,17 +138,7 @@ def save_fgahoi_checkpoint(model: FGAHOI, path: str | Path, epoch: int = 0) -> N
 
 def load_fgahoi(path: str | Path, variant: str | None = None) -> FGAHOI:
     state, config = load_fgahoi_checkpoint(path, variant)
-    model = FGAHOI(config)
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:
-        raise DetectorWeightsError(f"{path} does not match the FGAHOI architecture it describes: {err}") from None
-    if missing or unexpected:
-        raise DetectorWeightsError(
-            f"{path} does not match the FGAHOI architecture {config}: {len(missing)} missing keys "
-            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
-        )
-    return model.eval().requires_grad_(False)
+    return load_strictly(FGAHOI(config), state, path, "FGAHOI", config)
 
 
 @torch.no_grad()
