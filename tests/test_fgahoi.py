@@ -37,7 +37,7 @@ from interactdiffusion.evaluation.detectors.fgahoi.deformable_attention import m
 from interactdiffusion.evaluation.detectors.fgahoi.detector import randomize_
 from interactdiffusion.evaluation.detectors.fgahoi.swin import SwinShape
 from interactdiffusion.evaluation.detectors.hoi_triplets import hoi_lookup_table
-from interactdiffusion.evaluation.detectors.qpic import QPIC, QPICConfig, load_qpic, save_qpic_checkpoint
+from interactdiffusion.evaluation.detectors.qpic import QPIC, QPICConfig, load_qpic
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY_SWIN = SwinShape(16, (2, 2, 2, 2), (1, 2, 2, 4), 4)
@@ -156,8 +156,9 @@ def test_missing_weights_name_the_file_and_where_they_are_published(tmp_path):
 def test_qpic_checkpoint_passed_as_fgahoi_and_the_reverse(tmp_path):
     qpic_path = tmp_path / "qpic.pth"
     torch.manual_seed(0)
-    save_qpic_checkpoint(QPIC(QPICConfig(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1,
-                                         dim_feedforward=64, num_queries=4)), qpic_path)
+    qpic_config = QPICConfig(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1,
+                             dim_feedforward=64, num_queries=4)
+    torch.save({"model": QPIC(qpic_config).state_dict(), "args": qpic_config.to_args()}, qpic_path)  # QPIC's container
     with pytest.raises(DetectorWeightsError, match="not an FGAHOI") as err:
         load_fgahoi(qpic_path)
     assert str(qpic_path) in str(err.value) and "detector=qpic" in str(err.value)

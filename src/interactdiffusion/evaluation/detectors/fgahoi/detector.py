@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ....vocab import HOIVocabulary
-from ..base import HOIDetection
+from ..base import ImageDetections
 from ..checkpoint_io import args_dict, load_strictly, read_checkpoint
 from ..detr import box_cxcywh_to_xyxy
 from ..hoi_triplets import as_vocabulary, hoi_lookup_table, select_triplets
@@ -148,7 +148,7 @@ def fgahoi_postprocess(
     hoi_lookup: torch.Tensor,
     no_obj: bool = False,
     top_k: int | None = 100,
-) -> list[list[HOIDetection]]:
+) -> list[ImageDetections]:
     """Raw FGAHOI outputs → per image the ``top_k`` best valid triplets in pixels of ``sizes`` (w, h)."""
     obj_logits, verb_logits, sub_boxes, obj_boxes = (t.detach().float().cpu() for t in outputs)
     if len(sizes) != obj_logits.shape[0]:
@@ -180,7 +180,7 @@ class FGAHOIDetector(QPICDetector):
         super().__init__(model, vocabulary, name=name, object_space=object_space, **kwargs)
         self.no_obj = model.config.no_obj
 
-    def postprocess(self, outputs, sizes: Sequence[tuple[int, int]]) -> list[list[HOIDetection]]:
+    def postprocess(self, outputs, sizes: Sequence[tuple[int, int]]) -> list[ImageDetections]:
         return fgahoi_postprocess(outputs, sizes, self.hoi_lookup, self.no_obj, self.top_k)
 
 
