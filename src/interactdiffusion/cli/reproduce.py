@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         row_overrides = overrides + (tiny_row_overrides(work, row) if tiny else [])
         if row in row_weights:
             row_overrides.append(f"weights={row_weights[row]}")
-        row_dir = image_folders[row] = Path(compose_row(row, row_overrides)["output_dir"])
+        # absolute: the eval runs in REPO_ROOT, this command may not
+        row_dir = image_folders[row] = REPO_ROOT / Path(compose_row(row, row_overrides)["output_dir"]).expanduser()
         for detector in detectors:
             run_overrides = [*row_overrides, f"detector={detector}", f"output_dir={row_dir / detector}"]
             runs[(row, detector)] = (compose_row(row, run_overrides), run_overrides)
