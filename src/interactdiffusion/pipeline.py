@@ -46,6 +46,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from .atomic import check_folder, folder_atomic
 from .conditioning import PhraseIndex, grounding_kwargs, null_grounding_kwargs, scenes_to_ids
 from .models import checkpoints
 from .models.backbone import Backbone, PhraseEncoder, load_state_file
@@ -245,6 +246,7 @@ class InteractDiffusionPipeline(DiffusionPipeline):
                 f"pipeline folder not found: {folder} (nothing is downloaded: pass a local folder written by "
                 "save_pretrained or a local copy of the official diffusers release)"
             )
+        check_folder(folder)  # a marker that does not match its files: an interrupted or damaged copy
         dtype = torch_dtype if torch_dtype is not None else resolve_dtype(precision)
         if (folder / "text_encoder_2").is_dir():  # an SDXL pipeline: InteractDiffusionXLPipeline
             from .pipeline_xl import load_xl_pipeline_folder
@@ -268,11 +270,17 @@ class InteractDiffusionPipeline(DiffusionPipeline):
         return pipe._place(device, dtype)
 
     def save_pretrained(self, save_directory: str | Path, safe_serialization: bool = True, **kwargs) -> None:
-        """diffusers' layout, plus ``unet/grounding_config.json`` so ``from_pretrained`` rebuilds our tokenizer."""
-        super().save_pretrained(save_directory, safe_serialization=safe_serialization, **kwargs)
-        config = grounding_config_of(self.unet.position_net)
-        path = Path(save_directory) / "unet" / GROUNDING_CONFIG_NAME
-        path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        """diffusers' layout, plus ``unet/grounding_config.json`` so ``from_pretrained`` rebuilds our tokenizer.
+
+        The folder is written beside and published whole with a completion marker (``atomic.folder_atomic``):
+        a crash leaves the previous folder or none, never a partial one under the name.
+        """
+        with folder_atomic(Path(save_directory)) as staging:
+            super().save_pretrained(staging, safe_serialization=safe_serialization, **kwargs)
+            config = grounding_config_of(self.unet.position_net)
+            (staging / "unet" / GROUNDING_CONFIG_NAME).write_text(
+                json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+            )
 
     def _place(self, device, dtype) -> InteractDiffusionPipeline:
         dtype = resolve_dtype(dtype)
@@ -712,9 +720,27 @@ def _official_noise(shape, generator) -> torch.Tensor:
 
 # -- weights ---------------------------------------------------------------------------------------
 def is_pipeline_folder(path: str | Path) -> bool:
-    """A whole pipeline (SD + adapter): ``save_pretrained`` output or the official diffusers release."""
+    """A whole pipeline (SD + adapter): ``save_pretrained`` output or the official diffusers release.
+
+    A folder with a completion marker must match it (else :class:`~interactdiffusion.atomic.IncompleteFolderError`,
+    which names the first missing or cut file). Folders without one (the official release, or an export
+    from before markers) count only when every part ``model_index.json`` lists has its config, and the
+    UNet its weights: a partial folder is never taken for a pipeline.
+    """
     path = Path(path)
-    return path.is_dir() and (path / "model_index.json").is_file() and (path / "vae").is_dir()
+    if not (path.is_dir() and (path / "model_index.json").is_file()):
+        return False
+    if check_folder(path):
+        return True
+    try:
+        index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    parts = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[0] is not None]
+    configs = ("config.json", "scheduler_config.json", "tokenizer_config.json", "vocab.json")
+    if not parts or not all(any((path / p / c).is_file() for c in configs) for p in parts):
+        return False
+    return any((path / "unet").glob("diffusion_pytorch_model*"))
 
 
 def load_weights(backbone: Backbone, weights: str | Path) -> str:
@@ -725,27 +751,28 @@ def load_weights(backbone: Backbone, weights: str | Path) -> str:
     - the official full ``.pth``: the whole UNet (SD + adapter), the VAE and the text encoder;
     - the official adapter-only ``.pth``, a diffusers folder's UNet, GLIGEN weights: the adapter
       (``models.checkpoints.load_adapter_into``; GLIGEN becomes an initialisation, with a report).
+
+    A pickled file is read once and dispatched on what it holds.
     """
     path = Path(weights).expanduser()
     unet = backbone.unet
-    if path.suffix in (".pth", ".pt", ".ckpt"):
-        try:
-            full = checkpoints.load_official_full_checkpoint(path, unet_config=unet.config)
-        except checkpoints.CheckpointError as error:
-            if "not a full checkpoint" not in str(error):
-                raise
-        else:
+    read = None
+    if path.suffix in (".pth", ".pt", ".ckpt") and path.is_file():
+        raw = checkpoints.read_checkpoint(path)
+        if checkpoints.is_full_checkpoint(raw):
+            full = checkpoints.official_full_from_raw(raw, path, unet_config=unet.config)
             return _load_full_checkpoint(backbone, full, path)
+        read = checkpoints.adapter_from_raw(raw, path, unet)
     elif path.suffix in (".safetensors", ".json") or not path.exists():
         _match_exported_grounding(unet, path)
-    missing = checkpoints.load_adapter_into(unet, path)
+    missing = checkpoints.load_adapter_into(unet, path, read=read)
     return f"adapter from {path}" + (f" ({len(missing)} keys missing)" if missing else "")
 
 
 def _match_exported_grounding(unet: UNet2DConditionModel, path: Path) -> None:
     """Rebuild ``position_net`` when our export says it was trained with another grounding config."""
     try:
-        _, meta = checkpoints.load_adapter(path)
+        meta = checkpoints.export_config(path)
     except checkpoints.CheckpointError:
         return  # not our export: load_adapter_into reads (or rejects) it
     recorded = dict(meta.get("grounding") or {})

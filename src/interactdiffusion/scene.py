@@ -312,13 +312,16 @@ def read_scenes(
 
 def write_scenes_jsonl(scenes: Iterable[Scene], path: str | Path) -> int:
     """Write scenes as JSONL through a temporary file, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    from .atomic import write_file_atomic
+
     count = 0
-    with tmp.open("w", encoding="utf-8") as fh:
-        for scene in scenes:
-            fh.write(json.dumps(scene.to_dict()) + "\n")
-            count += 1
-    tmp.replace(path)
+
+    def write(tmp: Path) -> None:
+        nonlocal count
+        with tmp.open("w", encoding="utf-8") as fh:
+            for scene in scenes:
+                fh.write(json.dumps(scene.to_dict()) + "\n")
+                count += 1
+
+    write_file_atomic(path, write)
     return count

@@ -11,10 +11,12 @@ the scenes already written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import socket
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -26,6 +28,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from ..atomic import IncompleteFolderError, write_text_atomic
 from ..config_path import config_dir
 from ..resume import content_fingerprint, settings_difference
 from ..scene import MAX_INTERACTIONS, Scene, SceneError, read_scenes
@@ -34,6 +37,7 @@ log = logging.getLogger("interactdiffusion.generate")
 
 EXIT_BAD_INPUT = 2
 METADATA_NAME = "metadata.jsonl"
+LOCK_NAME = ".lock"
 BOX_FORMATS = ("normalized", "pixels")
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16")
 
@@ -124,7 +128,11 @@ def read_settings(cfg: DictConfig) -> Settings:
         raise InputError(f"setting 'resolution' must be a multiple of 8, got {resolution}")
     grounding = cfg.get("model", {}).get("grounding") or {}
     weights = cfg.get("weights")
-    if weights and is_pipeline_folder(Path(weights).expanduser()):
+    try:
+        whole_pipeline = bool(weights) and is_pipeline_folder(Path(weights).expanduser())
+    except IncompleteFolderError as error:
+        raise InputError(f"setting 'weights': {error}") from None
+    if whole_pipeline:
         backbone, backbone_path = "(the pipeline folder in weights)", None  # it brings its own SD weights
     else:
         backbone = str(cfg.backbone.get("path") or cfg.backbone.get("name") or cfg.backbone.get("kind"))
@@ -243,19 +251,36 @@ def read_metadata(path: Path) -> tuple[dict[str, dict[str, Any]], bool]:
     return records, dirty
 
 
-def write_atomic(path: Path, write) -> None:
-    """Write through ``<dir>/.<name>.tmp`` and rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
+@contextlib.contextmanager
+def folder_lock(output_dir: Path) -> Iterator[None]:
+    """Hold ``<output_dir>/.lock`` (``flock``) for the whole run, or refuse at once.
+
+    Two commands writing one folder would interleave ``metadata.jsonl`` and mix settings; the second
+    one stops with a message naming the holder. The kernel drops the lock when its holder dies, even
+    by SIGKILL, so a crashed run never blocks the next one.
+    """
+    import fcntl
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / LOCK_NAME
+    handle = path.open("a+", encoding="utf-8")
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise InputError(
+                f"setting 'output_dir': {output_dir} is in use by another interactdiffusion-generate ({holder}); "
+                "wait for it to finish (running the same command again then resumes) or use another output_dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        yield
     finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def save_png(image, path: Path) -> None:
-    write_atomic(path, lambda tmp: image.save(tmp, format="PNG"))
+        handle.close()
 
 
 def append_line(path: Path, record: dict[str, Any]) -> None:
@@ -302,7 +327,7 @@ def plan_resume(
             )
     if dirty:
         lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept.values())
-        write_atomic(meta_path, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
+        write_text_atomic(meta_path, lines)
     todo = [s for s in scenes if s.id not in kept]
     overlays = []
     if draw_boxes:
@@ -458,10 +483,6 @@ def progress_bar(enabled: bool):
 
 def run(cfg: DictConfig) -> int:
     """Validate everything, then generate what is not there yet. Returns the number of new images."""
-    from PIL import Image
-
-    from ..visualize import draw_scene
-
     settings = read_settings(cfg)
     scenes, input_warnings = load_input(cfg)
     for message in input_warnings:
@@ -469,6 +490,17 @@ def run(cfg: DictConfig) -> int:
     output_dir = Path(str(_get(cfg, "output_dir"))).expanduser()
     if output_dir.exists() and not output_dir.is_dir():
         raise InputError(f"setting 'output_dir': {output_dir} exists and is not a folder")
+    with folder_lock(output_dir):
+        return _generate(cfg, settings, scenes, output_dir)
+
+
+def _generate(cfg: DictConfig, settings: Settings, scenes: Sequence[Scene], output_dir: Path) -> int:
+    """:func:`run` once it holds the output folder."""
+    from PIL import Image
+
+    from ..evaluation.image_io import save_png_atomic
+    from ..visualize import draw_scene
+
     draw_boxes = bool(cfg.get("draw_boxes", True))
     todo, overlays = plan_resume(scenes, output_dir, settings, draw_boxes)
     if len(todo) < len(scenes):
@@ -477,7 +509,7 @@ def run(cfg: DictConfig) -> int:
     for scene in overlays:
         image_name, boxes_name = output_names(scene)
         with Image.open(output_dir / image_name) as image:
-            save_png(draw_scene(image, scene), output_dir / boxes_name)
+            save_png_atomic(draw_scene(image, scene), output_dir / boxes_name)
     if not todo:
         log.info("nothing to generate: every scene is in %s", output_dir)
         return 0
@@ -495,9 +527,9 @@ def run(cfg: DictConfig) -> int:
             out = sample(pipe, batch, settings, (height, width))
             for scene, image, seed in zip(batch, out.images, out.seeds):
                 image_name, boxes_name = output_names(scene)
-                save_png(image, output_dir / image_name)
+                save_png_atomic(image, output_dir / image_name)
                 if draw_boxes:
-                    save_png(draw_scene(image, scene), output_dir / boxes_name)
+                    save_png_atomic(draw_scene(image, scene), output_dir / boxes_name)
                 append_line(meta_path, {
                     "id": scene.id,
                     "image": image_name,

@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
+
+from .. import atomic
 
 PROTOCOL_HELP = (
     "official: ho-rcnn MATLAB semantics (+1 pixel IoU, best GT incl. matched, >= 0.5, no top-k/NMS); "
@@ -141,10 +142,7 @@ def known_object_mask(args, records, vocab):
 
 
 def write_json_atomic(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic.write_json_atomic(path, data, indent=1)
 
 
 def run(args) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_file_atomic
 from ..vocab import RARE_THRESHOLD, HOIVocabulary
 from .formats.common import AnnotationError, UnknownFormatError, train_counts_of, with_counts
 from .formats.instances import is_instances, rare_counts, read_instances_json, vocabulary_from_instances
@@ -178,19 +179,19 @@ def _save_cache(file: Path, annotations: Annotations) -> None:
         "format": annotations.format,
         "skipped": annotations.skipped,
     }
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as fh:
-        np.savez(
-            fh,
-            file_names=np.array([r.file_name for r in records], dtype=str),
-            sizes=np.array([(r.width, r.height) for r in records], dtype=np.int64).reshape(-1, 2),
-            offsets=offsets,
-            boxes=boxes,
-            ids=ids,
-            meta=np.array(json.dumps(meta)),
-        )
-    tmp.replace(file)
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as fh:
+            np.savez(
+                fh,
+                file_names=np.array([r.file_name for r in records], dtype=str),
+                sizes=np.array([(r.width, r.height) for r in records], dtype=np.int64).reshape(-1, 2),
+                offsets=offsets,
+                boxes=boxes,
+                ids=ids,
+                meta=np.array(json.dumps(meta)),
+            )
+
+    write_file_atomic(file, write)
 
 
 def _load_cache(file: Path) -> Annotations | None:

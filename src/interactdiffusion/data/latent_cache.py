@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic import folder_atomic
 from .images import ImageLoadError
 from .records import ImageRecord
 
@@ -91,53 +90,46 @@ def build_latent_cache(
     file_names = [r.file_name for r in records]
     if is_complete(folder, file_names):
         return LatentCache(folder)
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp = folder.with_name(folder.name + f".building-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-
     from ..models.space_to_depth import downscale_factor, latent_channels
 
-    device = torch.device(device) if device is not None else vae.device
-    vae_dtype = vae.dtype
-    factor = downscale_factor(vae)
-    channels = latent_channels(vae)
-    side = dataset.resolution // factor
-    shape = (len(records), 2, channels, side, side)
-    np_dtype = np.dtype(dtype)
-    mean = np.lib.format.open_memmap(tmp / "mean.npy", mode="w+", dtype=np_dtype, shape=shape)
-    std = np.lib.format.open_memmap(tmp / "std.npy", mode="w+", dtype=np_dtype, shape=shape)
-    valid = np.ones(len(records), dtype=bool)
+    with folder_atomic(folder) as tmp:  # an older or interrupted cache is replaced whole
+        device = torch.device(device) if device is not None else vae.device
+        vae_dtype = vae.dtype
+        factor = downscale_factor(vae)
+        channels = latent_channels(vae)
+        side = dataset.resolution // factor
+        shape = (len(records), 2, channels, side, side)
+        np_dtype = np.dtype(dtype)
+        mean = np.lib.format.open_memmap(tmp / "mean.npy", mode="w+", dtype=np_dtype, shape=shape)
+        std = np.lib.format.open_memmap(tmp / "std.npy", mode="w+", dtype=np_dtype, shape=shape)
+        valid = np.ones(len(records), dtype=bool)
 
-    loader = DataLoader(_BothFlips(dataset), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_stack_valid)
-    for indices, images, ok in loader:
-        valid[indices[~ok].numpy()] = False
-        if not ok.any():
-            continue
-        pixels = images[ok].flatten(0, 1).to(device=device, dtype=vae_dtype)  # [2B, 3, R, R]: as is, flipped
-        posterior = vae.encode(pixels).latent_dist
-        count = int(ok.sum())
-        rows = indices[ok].numpy()
-        mean[rows] = posterior.mean.float().cpu().view(count, 2, channels, side, side).numpy().astype(np_dtype)
-        std[rows] = posterior.std.float().cpu().view(count, 2, channels, side, side).numpy().astype(np_dtype)
-    mean.flush()
-    std.flush()
-    del mean, std
-    np.save(tmp / "valid.npy", valid)
-    (tmp / "file_names.json").write_text(json.dumps(file_names))
-    meta = {
-        "version": LATENT_CACHE_VERSION,
-        "resolution": dataset.resolution,
-        "crop_policy": CROP_POLICY,
-        "dtype": dtype,
-        "images": len(records),
-        "unreadable": int((~valid).sum()),
-    }
-    (tmp / "meta.json").write_text(json.dumps(meta))
-    tmp.replace(folder)
+        loader = DataLoader(_BothFlips(dataset), batch_size=batch_size, num_workers=num_workers,
+                            collate_fn=_stack_valid)
+        for indices, images, ok in loader:
+            valid[indices[~ok].numpy()] = False
+            if not ok.any():
+                continue
+            pixels = images[ok].flatten(0, 1).to(device=device, dtype=vae_dtype)  # [2B, 3, R, R]: as is, flipped
+            posterior = vae.encode(pixels).latent_dist
+            count = int(ok.sum())
+            rows = indices[ok].numpy()
+            mean[rows] = posterior.mean.float().cpu().view(count, 2, channels, side, side).numpy().astype(np_dtype)
+            std[rows] = posterior.std.float().cpu().view(count, 2, channels, side, side).numpy().astype(np_dtype)
+        mean.flush()
+        std.flush()
+        del mean, std
+        np.save(tmp / "valid.npy", valid)
+        (tmp / "file_names.json").write_text(json.dumps(file_names))
+        meta = {
+            "version": LATENT_CACHE_VERSION,
+            "resolution": dataset.resolution,
+            "crop_policy": CROP_POLICY,
+            "dtype": dtype,
+            "images": len(records),
+            "unreadable": int((~valid).sum()),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta))
     if (~valid).any():
         log.warning("latent cache: %d unreadable images left out", int((~valid).sum()))
     return LatentCache(folder)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
+from ..atomic import write_file_atomic
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +87,9 @@ def write_phrase_table(file: str | Path, table: dict[str, torch.Tensor], fingerp
 
     file = Path(file)
     phrases = list(table)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
     embeddings = torch.stack([table[p].float().reshape(-1) for p in phrases]) if phrases else torch.zeros(0, 0)
-    save_file({"embeddings": embeddings.contiguous()}, str(tmp),
-              metadata={"phrases": json.dumps(phrases), "text_encoder": fingerprint})
-    tmp.replace(file)
+    metadata = {"phrases": json.dumps(phrases), "text_encoder": fingerprint}
+    write_file_atomic(file, lambda tmp: save_file({"embeddings": embeddings.contiguous()}, str(tmp), metadata=metadata))
 
 
 def _read_or_forget(file: Path, fingerprint: str) -> dict[str, torch.Tensor]:

@@ -23,12 +23,12 @@ Records hold continuous 0-based boxes (see ``boxes.py``); every writer converts 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_file_atomic, write_text_atomic
 from ..vocab import RARE_THRESHOLD, HOIVocabulary
 from .boxes import continuous_to_one_based, plain_number
 from .records import ImageRecord, PairRecord
@@ -40,18 +40,19 @@ MAT_BOX_FIELDS = ("x1", "x2", "y1", "y2")
 MAT_ACTION_FIELDS = ("nname", "vname", "vname_ing", "syn", "def", "synset", "add_def")
 
 
-def _atomic_path(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _savemat_atomic(path: str | Path, content: Mapping, **options) -> Path:
+    """``scipy.io.savemat`` (uncompressed) through a file object, published atomically."""
+    from scipy.io import savemat
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as fh:
+            savemat(fh, content, do_compression=False, **options)
+
+    return write_file_atomic(path, write)
 
 
 def _write_json(path: str | Path, data) -> Path:
-    path = Path(path)
-    tmp = _atomic_path(path)
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps(data))
 
 
 def group_pairs_by_hoi(record: ImageRecord) -> list[tuple[int, list[PairRecord]]]:
@@ -136,7 +137,6 @@ def write_anno_bbox_mat(
     ``invisible`` maps a file name to 0-based HOI ids to add as ``invis = 1`` entries (no boxes, no
     connection), as the official file has for labels whose boxes were not annotated.
     """
-    from scipy.io import savemat
 
     invisible = invisible or {}
     actions = [
@@ -164,12 +164,7 @@ def write_anno_bbox_mat(
         ),
         "list_action": _struct_array(actions, MAT_ACTION_FIELDS, (len(actions), 1)),
     }
-    path = Path(path)
-    tmp = _atomic_path(path)
-    with tmp.open("wb") as fh:
-        savemat(fh, content, do_compression=False, oned_as="row")
-    tmp.replace(path)
-    return path
+    return _savemat_atomic(path, content, oned_as="row")
 
 
 def write_anno_mat(
@@ -181,7 +176,6 @@ def write_anno_mat(
     """Write HICO-DET's ``anno.mat`` image-level labels: ``anno_test`` [classes, images] (1 for every class
     annotated in the image, visible or not; -1 otherwise) and ``list_test`` (the file names)."""
     import numpy as np
-    from scipy.io import savemat
 
     invisible = invisible or {}
     labels = -np.ones((vocab.num_classes, len(test_records)))
@@ -190,12 +184,7 @@ def write_anno_mat(
             labels[hoi, k] = 1.0
     names = np.empty((len(test_records), 1), dtype=object)
     names[:, 0] = [r.file_name for r in test_records]
-    path = Path(path)
-    tmp = _atomic_path(path)
-    with tmp.open("wb") as fh:
-        savemat(fh, {"anno_test": labels, "list_test": names}, do_compression=False)
-    tmp.replace(path)
-    return path
+    return _savemat_atomic(path, {"anno_test": labels, "list_test": names})
 
 
 # -- PPDM / QPIC json -------------------------------------------------------------------------------
@@ -247,12 +236,11 @@ def write_corre_hico(path: str | Path, vocab: HOIVocabulary) -> Path:
     table = np.zeros((vocab.num_verbs, 80), dtype=np.float64)
     for c in vocab.classes:
         table[c.verb, vocab.object_to_coco80(c.object)] = 1.0
-    path = Path(path)
-    tmp = _atomic_path(path)
-    with tmp.open("wb") as fh:
-        np.save(fh, table)
-    tmp.replace(path)
-    return path
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as fh:
+            np.save(fh, table)
+
+    return write_file_atomic(path, write)
 
 
 # -- fredzzhang/hicodet json ----------------------------------------------------------------------

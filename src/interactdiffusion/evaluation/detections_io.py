@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
 import numpy as np
 
+from ..atomic import write_file_atomic
 from ..vocab import HOIVocabulary
 from .detectors.base import HOIDetection, ImageDetections
 from .protocols.arrays import DetectionArrays
@@ -375,13 +375,16 @@ def write_detections_jsonl(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     items = detections.items() if isinstance(detections, Mapping) else detections
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with DetectionsWriter(tmp, append=False) as writer:
-        for file_name, dets in items:
-            writer.write(file_name, dets)
-        count = writer.count
-    tmp.replace(path)
-    return count
+    counts = []
+
+    def write(tmp: Path) -> None:
+        with DetectionsWriter(tmp, append=False) as writer:
+            for file_name, dets in items:
+                writer.write(file_name, dets)
+            counts.append(writer.count)
+
+    write_file_atomic(path, write)
+    return counts[0]
 
 
 def write_detection_arrays(path: str | Path, det: DetectionArrays, file_names: Sequence[str]) -> int:
@@ -390,10 +393,9 @@ def write_detection_arrays(path: str | Path, det: DetectionArrays, file_names: S
     path.parent.mkdir(parents=True, exist_ok=True)
     quoted = [json.dumps(name) for name in file_names]
     values = np.concatenate([det.human_boxes, det.object_boxes, det.scores[:, None]], axis=1).tolist()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.writelines(
-            _line(quoted[i], h, v) for i, h, v in zip(det.image.tolist(), det.hoi.tolist(), values)
-        )
-    tmp.replace(path)
+    def write(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.writelines(_line(quoted[i], h, v) for i, h, v in zip(det.image.tolist(), det.hoi.tolist(), values))
+
+    write_file_atomic(path, write)
     return len(det)

@@ -8,7 +8,6 @@ by PIL at its default JPEG quality (75) after a truncating ``astype(np.uint8)`` 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from ..atomic import write_file_atomic
 
 
 def load_uint8(path: Path, size: int | None = None) -> torch.Tensor:
@@ -74,15 +75,10 @@ def image_suffix(image_format: str) -> str:
 
 def save_image_atomic(image: Image.Image, path: Path, image_format: str = "png",
                       jpeg_quality: int = PIL_DEFAULT_JPEG_QUALITY) -> None:
-    """Write ``.<name>.tmp`` and rename: a crash never leaves half an image under the real name."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Through a temporary sibling and a rename: a crash never leaves half an image under the real name."""
     options = {"format": "JPEG", "quality": int(jpeg_quality)} if image_format == "jpg" else {"format": "PNG"}
     image_suffix(image_format)
-    try:
-        image.save(tmp, **options)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_file_atomic(path, lambda tmp: image.save(tmp, **options))
 
 
 def save_png_atomic(image: Image.Image, path: Path) -> None:

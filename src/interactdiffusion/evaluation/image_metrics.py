@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import pickle
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -32,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from ..atomic import write_file_atomic
 
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_WEIGHTS_URL = (
@@ -208,9 +209,8 @@ def cached_reference_features(
             "resolution": json.dumps(resolution),
             "num_images": str(len(image_ids)),
         }
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        save_file({"features": features.contiguous()}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)  # atomic: concurrent ranks never read a half-written file
+        # atomic: concurrent ranks never read a half-written file
+        write_file_atomic(path, lambda tmp: save_file({"features": features.contiguous()}, str(tmp), metadata=metadata))
     return features, False
 
 

@@ -14,12 +14,11 @@ backbone, a random detector, the tiny feature extractor): such numbers only prov
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
+
+from .. import atomic
 
 RESULTS_KEYS = (
     "row", "label", "backbone", "weights", "detector", "metrics_extractor", "num_layouts", "num_images",
@@ -77,20 +76,8 @@ def check_results(results: Mapping[str, Any]) -> None:
         raise ValueError("results do not follow the schema: " + "; ".join(problems))
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+write_json_atomic = atomic.write_json_atomic
+write_text_atomic = atomic.write_text_atomic
 
 
 def _cell(value: float | None, digits: int) -> str:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -41,6 +40,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..atomic import write_file_atomic
 from ..data.records import ImageRecord
 from . import report
 from .detectors.base import ImageDetections, as_image_detections
@@ -165,10 +165,10 @@ def _detect_all(detector, scored: ScoredSet, output_dir: Path, settings: EvalSet
     from .detections_io import DetectionsWriter
 
     path = output_dir / DETECTIONS_NAME
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     decode = max(int(getattr(detector, "batch_size", 1) or 1), settings.batch_size)
     per_image: list[ImageDetections] = []  # columns per image: no object per triplet at full scale
-    try:
+
+    def write(tmp: Path) -> None:
         with DetectionsWriter(tmp, append=False) as writer:
             for images in decoded_batches(scored.paths, decode, settings.num_workers):
                 done = len(per_image)
@@ -181,9 +181,8 @@ def _detect_all(detector, scored: ScoredSet, output_dir: Path, settings: EvalSet
                 if metrics is not None:
                     with clock("metrics"):
                         metrics.update_fake(torch.stack(images))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_file_atomic(path, write)
     log.info(f"{sum(len(d) for d in per_image)} detections on {len(per_image)} images -> {path}")
     return per_image
 

@@ -12,9 +12,6 @@ import functools
 import gzip
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,8 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from ..atomic import IncompleteFolderError, check_folder, folder_atomic
+from ..resume import cache_root
 from .sharded import is_shard_index, read_sharded_safetensors
 from .space_to_depth import build_autoencoder, downscale_factor, load_autoencoder
 from .unet import build_grounded_unet, freeze_all_but_adapter, is_adapter_key, set_fusers_enabled
@@ -140,10 +139,19 @@ def _is_weightless_vae(folder: Path) -> bool:
 
 
 def check_backbone_folder(path: str | Path) -> Path:
-    """Raise ``BackboneError`` naming every missing part; return the folder when complete."""
+    """Raise ``BackboneError`` naming every missing part; return the folder when complete.
+
+    A folder written by :func:`save_backbone` carries a completion marker, checked here; an SD
+    download (or the committed ``experiments/hoi-shapes/backbone``, written before markers) has none
+    and is judged by its parts alone.
+    """
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise BackboneError(f"backbone folder not found: {folder}\n{EXPECTED_LAYOUT}")
+    try:
+        check_folder(folder)
+    except IncompleteFolderError as error:
+        raise BackboneError(f"backbone folder {error}") from None
     missing = []
     for part in ("unet", "vae", "text_encoder"):
         if not (folder / part / "config.json").is_file():
@@ -272,7 +280,7 @@ def clip_tokenizer_files() -> Path:
     import open_clip
 
     bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
-    root = Path(os.environ.get("INTERACTDIFFUSION_CACHE_DIR", Path.home() / ".cache" / "interactdiffusion"))
+    root = cache_root()
     out = root / f"clip-bpe-{hashlib.sha1(bpe.read_bytes()).hexdigest()[:12]}"
     if (out / "vocab.json").is_file() and (out / "merges.txt").is_file():
         return out
@@ -281,14 +289,10 @@ def clip_tokenizer_files() -> Path:
     base = list(_bytes_to_unicode().values())
     vocab = base + [v + "</w>" for v in base] + ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
-    # Written beside and renamed, so processes starting together never read a half-written file.
-    staging = Path(tempfile.mkdtemp(prefix="clip-bpe-", dir=_ensure_dir(root)))
-    (staging / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}), encoding="utf-8")
-    (staging / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    try:
-        staging.rename(out)
-    except OSError:  # another process won the race: its copy is identical
-        shutil.rmtree(staging, ignore_errors=True)
+    # Published whole; processes starting together keep the first copy (they are identical).
+    with folder_atomic(out, replace=False) as staging:
+        (staging / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}), encoding="utf-8")
+        (staging / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
     return out
 
 
@@ -345,21 +349,22 @@ def save_backbone(backbone: Backbone, folder: str | Path, dtype: torch.dtype = t
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    (folder / "unet").mkdir(parents=True, exist_ok=True)
-    backbone.unet.save_config(folder / "unet")
-    config_file = folder / "unet" / "config.json"
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    config["attention_type"] = "default"  # a backbone's UNet has no fusers
-    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in backbone.unet.state_dict().items()
-             if not is_adapter_key(k)}
-    save_file(state, str(folder / "unet" / _WEIGHT_FILES["unet"][0]))
-    backbone.vae.save_pretrained(folder / "vae")
-    text_dtype = backbone.text_encoder.dtype
-    backbone.text_encoder.to(dtype).save_pretrained(folder / "text_encoder")
-    backbone.text_encoder.to(text_dtype)
-    backbone.tokenizer.save_pretrained(folder / "tokenizer")
-    backbone.scheduler.save_pretrained(folder / "scheduler")
+    with folder_atomic(folder) as staging:  # published whole, with a completion marker
+        (staging / "unet").mkdir()
+        backbone.unet.save_config(staging / "unet")
+        config_file = staging / "unet" / "config.json"
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        config["attention_type"] = "default"  # a backbone's UNet has no fusers
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in backbone.unet.state_dict().items()
+                 if not is_adapter_key(k)}
+        save_file(state, str(staging / "unet" / _WEIGHT_FILES["unet"][0]))
+        backbone.vae.save_pretrained(staging / "vae")
+        text_dtype = backbone.text_encoder.dtype
+        backbone.text_encoder.to(dtype).save_pretrained(staging / "text_encoder")
+        backbone.text_encoder.to(text_dtype)
+        backbone.tokenizer.save_pretrained(staging / "tokenizer")
+        backbone.scheduler.save_pretrained(staging / "scheduler")
     return folder
 
 

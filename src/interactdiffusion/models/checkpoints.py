@@ -31,6 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..atomic import write_file_atomic, write_text_atomic
 from .grounding import GLIGENGrounding
 from .sharded import is_shard_index, read_sharded_safetensors
 from .unet import ADAPTER_PREFIX, SD1_UNET_CONFIG, adapter_state_dict, is_adapter_key, load_adapter_state_dict
@@ -104,30 +105,32 @@ def read_checkpoint(path: str | Path) -> Any:
     Tensors and plain containers load as usual; the globals of a pickled OmegaConf config (and only
     those) become :class:`DroppedObject`. Anything else (a pickled class or function) is refused
     with a :class:`CheckpointError` naming the file and the offending globals.
+
+    The globals are listed from the pickle record alone (no tensor is read) before the one
+    ``torch.load``, so a multi-GB official file is read once.
     """
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        refusal = error
-    except Exception as error:  # truncated zip, not a torch file, ...
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({error})\n{ACCEPTED_FORMATS}") from error
-    try:
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:
+    except Exception:  # not a zip checkpoint (legacy format, truncated, not torch): torch.load says why
         unsafe = []
     stand_ins = {name: _config_stand_in(name) for name in unsafe}
     refused = sorted(name for name, stand_in in stand_ins.items() if stand_in is None)
-    if refused or not stand_ins:
+    if refused:
         raise CheckpointError(
-            f"{path}: refused to unpickle {', '.join(refused) or 'its contents'}: checkpoints are read with "
+            f"{path}: refused to unpickle {', '.join(refused)}: checkpoints are read with "
             f"torch.load(weights_only=True), which accepts tensors and plain containers only\n{ACCEPTED_FORMATS}"
-        ) from refusal
+        )
     with torch.serialization.safe_globals([(stand_in, name) for name, stand_in in stand_ins.items()]):
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise CheckpointError(f"{path}: could not be read with weights_only=True ({error})") from error
+        except pickle.UnpicklingError as error:
+            raise CheckpointError(
+                f"{path}: refused to unpickle its contents: checkpoints are read with torch.load(weights_only=True), "
+                f"which accepts tensors and plain containers only ({error})\n{ACCEPTED_FORMATS}"
+            ) from error
+        except Exception as error:  # truncated zip, not a torch file, ...
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({error})\n{ACCEPTED_FORMATS}") from error
 
 
 def _tensor_dict(value: Any, path: Path, what: str) -> StateDict:
@@ -307,7 +310,17 @@ def load_official_full_checkpoint(path: str | Path, unet_config=None, vae: bool 
     schedule comes from the scheduler config.
     """
     path = Path(path)
-    raw = read_checkpoint(path)
+    return official_full_from_raw(read_checkpoint(path), path, unet_config, vae=vae, text_encoder=text_encoder)
+
+
+def is_full_checkpoint(raw: Any) -> bool:
+    """A full official/GLIGEN checkpoint (``{'model': ..., ...}``) rather than an adapter-only dict."""
+    return isinstance(raw, Mapping) and isinstance(raw.get("model"), Mapping)
+
+
+def official_full_from_raw(raw: Any, path: Path, unet_config=None, vae: bool = True,
+                           text_encoder: bool = True) -> OfficialCheckpoint:
+    """:func:`load_official_full_checkpoint` on a file already read with :func:`read_checkpoint`."""
     if not isinstance(raw, Mapping) or "model" not in raw:
         raise CheckpointError(f"{path}: not a full checkpoint (no 'model' entry)\n{ACCEPTED_FORMATS}")
     try:
@@ -496,8 +509,10 @@ def _with_suffix(base: Path, suffix: str) -> Path:
 def save_adapter(unet: nn.Module, path: str | Path, config: Mapping[str, Any] | None = None) -> Path:
     """Export the adapter: ``<path>.safetensors`` (adapter keys only, diffusers names) + ``<path>.json``.
 
-    The JSON holds the grounding ``config`` given, the backbone's shape and the format version; it is
-    also stored in the safetensors header so the weights file alone is self-describing.
+    The JSON holds the grounding ``config`` given, the backbone's shape and the format version. The
+    same JSON is stored in the safetensors header, and that copy is the one loaders use: weights and
+    config are one file, published atomically, so a crash between the two files can never pair new
+    weights with an old config. The sidecar is a readable copy, published second.
     """
     base = _adapter_base(path)
     base.parent.mkdir(parents=True, exist_ok=True)
@@ -512,8 +527,8 @@ def save_adapter(unet: nn.Module, path: str | Path, config: Mapping[str, Any] | 
     }
     text = json.dumps(meta, indent=2, sort_keys=True)
     weights = _with_suffix(base, ".safetensors")
-    save_file(state, str(weights), metadata={"format": ADAPTER_FORMAT, "config": text})
-    _with_suffix(base, ".json").write_text(text + "\n", encoding="utf-8")
+    write_file_atomic(weights, lambda tmp: save_file(state, str(tmp), metadata={"format": ADAPTER_FORMAT, "config": text}))
+    write_text_atomic(_with_suffix(base, ".json"), text + "\n")
     return weights
 
 
@@ -525,27 +540,47 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({error})\n{ACCEPTED_FORMATS}") from error
 
 
-def load_adapter(path: str | Path) -> tuple[StateDict, dict[str, Any]]:
-    """Read an export of :func:`save_adapter`: (adapter state dict, its config)."""
+def export_config(path: str | Path) -> dict[str, Any]:
+    """The config of an export of :func:`save_adapter`, read from the weights file's own header.
+
+    The ``.json`` sidecar is only a readable copy: when it differs (an export interrupted between its
+    two files, or a hand edit) the header wins and a warning names both files. Exports without a
+    header config (none were written so) fall back to the sidecar.
+    """
     base = _adapter_base(path)
     weights = _with_suffix(base, ".safetensors")
     if not weights.is_file():
         raise CheckpointError(f"{weights}: no such file (expected an export of save_adapter)")
-    meta_text = _safetensors_metadata(weights).get("config")
     sidecar = _with_suffix(base, ".json")
-    if sidecar.is_file():
-        meta_text = sidecar.read_text(encoding="utf-8")
+    meta_text = _safetensors_metadata(weights).get("config")
+    source = weights
+    if not meta_text and sidecar.is_file():
+        meta_text, source = sidecar.read_text(encoding="utf-8"), sidecar
     try:
         meta = json.loads(meta_text) if meta_text else {}
     except json.JSONDecodeError as error:
-        raise CheckpointError(f"{sidecar}: not valid JSON ({error})") from error
+        raise CheckpointError(f"{source}: its config is not valid JSON ({error})") from error
+    if source == weights and sidecar.is_file():
+        try:
+            side = json.loads(sidecar.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            side = None
+        if side != meta:
+            log.warning("%s differs from the config inside %s (an interrupted export or an edit); using the "
+                        "weights' own config", sidecar, weights)
     if meta.get("format") != ADAPTER_FORMAT:
         raise CheckpointError(f"{weights}: not an {ADAPTER_FORMAT} export (format {meta.get('format')!r})")
     if meta.get("format_version") != ADAPTER_FORMAT_VERSION:
         raise CheckpointError(
             f"{weights}: format version {meta.get('format_version')} (this code reads {ADAPTER_FORMAT_VERSION})"
         )
-    return _read_weights(weights), meta
+    return meta
+
+
+def load_adapter(path: str | Path) -> tuple[StateDict, dict[str, Any]]:
+    """Read an export of :func:`save_adapter`: (adapter state dict, its config)."""
+    meta = export_config(path)
+    return _read_weights(_with_suffix(_adapter_base(path), ".safetensors")), meta
 
 
 # -- one entry point for every format ------------------------------------------------------------------
@@ -566,22 +601,28 @@ def read_adapter_weights(path: str | Path, target_unet: nn.Module | None = None)
         if _safetensors_metadata(path).get("format") == ADAPTER_FORMAT:
             return "interactdiffusion export", load_adapter(path)[0]
         return "safetensors", _adapter_in_diffusers_names(_read_weights(path), path, unet_config)
-    raw = read_checkpoint(path)
-    if isinstance(raw, Mapping) and isinstance(raw.get("model"), Mapping):
+    return adapter_from_raw(read_checkpoint(path), path, target_unet)
+
+
+def adapter_from_raw(raw: Any, path: Path, target_unet: nn.Module | None = None) -> tuple[str, StateDict]:
+    """(format name, diffusers-named adapter keys) of a pickled file already read with :func:`read_checkpoint`."""
+    unet_config = target_unet.config if target_unet is not None else None
+    if is_full_checkpoint(raw):
         model = _tensor_dict(raw["model"], path, "'model'")
         return "full checkpoint", _adapter_in_diffusers_names(model, path, unet_config)
     return "adapter-only checkpoint", _adapter_in_diffusers_names(_tensor_dict(raw, path, "the file"), path, unet_config)
 
 
 def load_adapter_weights(path: str | Path, target_unet: nn.Module | None = None, from_gligen: bool | None = None,
-                         seed: int = 0) -> StateDict:
+                         seed: int = 0, read: tuple[str, StateDict] | None = None) -> StateDict:
     """Diffusers-named adapter weights from any accepted file (see ``ACCEPTED_FORMATS``).
 
     GLIGEN weights (``from_gligen=True``, or detected by the absence of ``linear_action``) become an
     InteractDiffusion initialisation via :func:`init_from_gligen`, except for a ``gligen`` variant
-    target, whose ``position_net`` has GLIGEN's own keys and loads them directly.
+    target, whose ``position_net`` has GLIGEN's own keys and loads them directly. ``read`` is what
+    :func:`read_adapter_weights` (or :func:`adapter_from_raw`) already returned for ``path``.
     """
-    kind, state = read_adapter_weights(path, target_unet)
+    kind, state = read if read is not None else read_adapter_weights(path, target_unet)
     log.info("read %s as %s (%d adapter keys)", path, kind, len(state))
     if from_gligen is None:
         gligen_target = target_unet is not None and isinstance(target_unet.position_net, GLIGENGrounding)
@@ -592,13 +633,13 @@ def load_adapter_weights(path: str | Path, target_unet: nn.Module | None = None,
 
 
 def load_adapter_into(unet: nn.Module, path: str | Path, strict: bool = True, from_gligen: bool | None = None,
-                      seed: int = 0) -> list[str]:
+                      seed: int = 0, read: tuple[str, StateDict] | None = None) -> list[str]:
     """Load adapter weights from any accepted file into a grounded UNet; returns missing keys.
 
     Weights for another backbone or tokenizer shape raise a ``ValueError`` naming the file and the
     first mismatching keys.
     """
-    state = load_adapter_weights(path, unet, from_gligen=from_gligen, seed=seed)
+    state = load_adapter_weights(path, unet, from_gligen=from_gligen, seed=seed, read=read)
     try:
         return load_adapter_state_dict(unet, state, strict=strict)
     except (KeyError, ValueError) as error:
