@@ -83,3 +83,21 @@ class GradientDump(Callback):
         if trainer.is_global_zero:
             grads = {n: p.grad.detach().clone() for n, p in pl_module.named_parameters() if p.grad is not None}
             torch.save(grads, self.path)
+
+
+class SendSignal(Callback):
+    """Sends ``signal`` to this very process once the run has done ``step`` optimiser steps.
+
+    A real signal through the real handlers, delivered between two training steps as a preemption
+    or a Ctrl-C would be (``+callbacks.send_signal._target_=train_helpers.SendSignal``).
+    """
+
+    def __init__(self, step: int, signal: str = "SIGINT"):
+        self.step = step
+        self.signal = signal
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        import signal
+
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), getattr(signal, self.signal))

@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import socket
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -37,7 +36,6 @@ log = logging.getLogger("interactdiffusion.generate")
 
 EXIT_BAD_INPUT = 2
 METADATA_NAME = "metadata.jsonl"
-LOCK_NAME = ".lock"
 BOX_FORMATS = ("normalized", "pixels")
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16")
 
@@ -253,34 +251,30 @@ def read_metadata(path: Path) -> tuple[dict[str, dict[str, Any]], bool]:
 
 @contextlib.contextmanager
 def folder_lock(output_dir: Path) -> Iterator[None]:
-    """Hold ``<output_dir>/.lock`` (``flock``) for the whole run, or refuse at once.
+    """Hold an exclusive ``flock`` on ``output_dir`` itself for the whole run, or refuse at once.
 
     Two commands writing one folder would interleave ``metadata.jsonl`` and mix settings; the second
-    one stops with a message naming the holder. The kernel drops the lock when its holder dies, even
-    by SIGKILL, so a crashed run never blocks the next one.
+    one stops with a message saying so. The lock is on the folder (no lock file to leave behind) and
+    the kernel drops it when its holder dies, even by SIGKILL, so a crashed run never blocks the next.
     """
     import fcntl
 
+    created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / LOCK_NAME
-    handle = path.open("a+", encoding="utf-8")
+    fd = os.open(output_dir, os.O_RDONLY)
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
             raise InputError(
-                f"setting 'output_dir': {output_dir} is in use by another interactdiffusion-generate ({holder}); "
-                "wait for it to finish (running the same command again then resumes) or use another output_dir"
+                f"setting 'output_dir': {output_dir} is in use by another interactdiffusion-generate; wait for it "
+                "to finish (the same command run again then resumes) or use another output_dir"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        handle.flush()
         yield
     finally:
-        handle.close()
+        os.close(fd)
+        if created and not any(output_dir.iterdir()):
+            output_dir.rmdir()  # refused before anything was written: leave no empty folder
 
 
 def append_line(path: Path, record: dict[str, Any]) -> None:

@@ -60,11 +60,12 @@ def _prepare_ddp_children(cfg: DictConfig) -> None:
 @task_wrapper
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train (and/or export); returns (metrics, the objects built) for tests and sweeps."""
-    from ..training.checkpointing import load_module_weights, resolve_ckpt_path
+    from ..training.checkpointing import AtomicCheckpointIO, load_module_weights, resolve_ckpt_path
     from ..training.export import export_trained
     from ..training.module import InteractDiffusionModule
     from ..training.progress import StepProgressBar
     from ..training.resumable_data import make_train_loader_resumable
+    from ..training.safety_checkpoint import SafetyCheckpoint
 
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -88,7 +89,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         callbacks.append(StepProgressBar())  # steps of the run, not batches of an epoch
     loggers = instantiate_loggers(cfg.get("logger"))
     _prepare_ddp_children(cfg)
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    # every checkpoint file is written whole or not at all (a kill mid-write keeps the previous one)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+    )
     for logger in trainer.loggers:
         logger.log_hyperparams({"config": run_config})
 
@@ -99,6 +103,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        stopped_by = next((c.received for c in trainer.callbacks if isinstance(c, SafetyCheckpoint) and c.received), None)
+        if stopped_by is not None:  # Ctrl-C / SIGTERM: the checkpoint is saved; no export, exit as interrupted
+            raise SystemExit(128 + int(stopped_by))
     elif ckpt_path:
         load_module_weights(module, ckpt_path)
     metrics = {k: v for k, v in trainer.callback_metrics.items()}

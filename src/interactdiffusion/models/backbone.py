@@ -265,11 +265,6 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, (chr(c) for c in chars)))
 
 
-def _ensure_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 @functools.lru_cache(maxsize=1)
 def clip_tokenizer_files() -> Path:
     """Write CLIP's BPE vocabulary (shipped inside open_clip) as the ``vocab.json``/``merges.txt`` pair.
