@@ -14,6 +14,7 @@ import torch
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from PIL import Image
 
+from interactdiffusion.atomic import MARKER
 from interactdiffusion.models import checkpoints
 from interactdiffusion.models.backbone import build_tiny_backbone
 from interactdiffusion.models.unet import (
@@ -355,6 +356,7 @@ def test_from_pretrained_refuses_a_folder_without_the_interaction_module(pipe, t
     from safetensors.torch import load_file, save_file
 
     save_file({k: v for k, v in load_file(weights).items() if not is_adapter_key(k)}, weights)
+    (tmp_path / MARKER).unlink()  # a folder from elsewhere (no completion marker), not a damaged export
     with pytest.raises(ValueError, match="no interaction module"):
         InteractDiffusionPipeline.from_pretrained(tmp_path)
 
@@ -385,12 +387,14 @@ def test_official_full_checkpoint_replaces_unet_vae_and_text_encoder(monkeypatch
     full = checkpoints.OfficialCheckpoint(unet=source.unet.state_dict(), vae=vae, text_encoder=text)
     seen = []
 
-    def fake_reader(path, unet_config=None, **kwargs):
+    def fake_convert(raw, path, unet_config=None, **kwargs):
         seen.append(path)
         return full
 
-    monkeypatch.setattr(checkpoints, "load_official_full_checkpoint", fake_reader)
+    monkeypatch.setattr(checkpoints, "read_checkpoint", lambda path: {"model": {}})
+    monkeypatch.setattr(checkpoints, "official_full_from_raw", fake_convert)
     target = build_tiny_backbone(seed=5)
+    (tmp_path / "interact-diffusion-v1.pth").write_bytes(b"")
     what = load_weights(target, tmp_path / "interact-diffusion-v1.pth")
     assert seen and "official full checkpoint" in what
     for module, expected in ((target.unet, full.unet), (target.vae, vae), (target.text_encoder, text)):

@@ -112,9 +112,22 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return write_file_atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
-def write_json_atomic(path: str | Path, data: Any, indent: int | None = 2, sort_keys: bool = False) -> Path:
-    """JSON (NaN refused: it is not JSON) with a final newline, published atomically."""
-    return write_text_atomic(path, json.dumps(data, indent=indent, sort_keys=sort_keys, allow_nan=False) + "\n")
+def write_json_atomic(path: str | Path, data: Any, indent: int | None = 2, sort_keys: bool = False,
+                      allow_nan: bool = False) -> Path:
+    """JSON with a final newline, published atomically. NaN is refused unless ``allow_nan`` (it is not JSON)."""
+    return write_text_atomic(path, json.dumps(data, indent=indent, sort_keys=sort_keys, allow_nan=allow_nan) + "\n")
+
+
+def copy_file_atomic(source: str | Path, target: str | Path) -> Path:
+    """``shutil.copy2`` published atomically: ``target`` is the old file or the whole new one."""
+    return write_file_atomic(target, lambda tmp: shutil.copy2(source, tmp))
+
+
+def copy_folder_atomic(source: str | Path, target: str | Path) -> Path:
+    """``shutil.copytree`` published whole (replacing ``target``), with a fresh completion marker."""
+    with folder_atomic(target) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MARKER))
+    return Path(target)
 
 
 def _manifest(folder: Path) -> dict[str, int]:

@@ -15,6 +15,7 @@ import argparse
 import shlex
 import sys
 
+from ..atomic import write_json_atomic
 from ..reproduce.toy import COMMITTED_BACKBONE, reproduce_toy, train_toy_backbone
 
 
@@ -60,8 +61,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
 
     from ..evaluation.grounding_probe import format_probe
     from ..shapes.probe import probe_adapter
@@ -71,8 +70,7 @@ def run_probe(args: argparse.Namespace) -> int:
     for name, table in results.items():
         print(f"{name.replace('_', ' ')} ({args.num_scenes} test scenes of {args.data}):\n{format_probe(table)}\n")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"adapter": str(args.adapter), **results}, indent=2))
+        write_json_atomic(args.json, {"adapter": str(args.adapter), **results}, allow_nan=True)
     return 0
 
 

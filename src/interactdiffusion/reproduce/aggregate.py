@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_json_atomic, write_text_atomic
 from .paper_numbers import PAPER_DETECTOR, PAPER_PROTOCOL, PAPER_TABLE, ROW_ORDER
 
 SPLITS = ("full", "rare", "non_rare")
@@ -144,14 +145,13 @@ def aggregate(root: str | Path, out_dir: str | Path, title: str = "InteractDiffu
     if not rows:
         raise FileNotFoundError(f"no results.json below {root}: did the rows run?")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "results.md"
     js = out_dir / "results.json"
-    md.write_text(render_markdown(rows, title=title, command=command))
+    write_text_atomic(md, render_markdown(rows, title=title, command=command))
     payload = {
         "command": command,
         "paper": {"detector": PAPER_DETECTOR, "protocol": PAPER_PROTOCOL, "rows": PAPER_TABLE},
         "rows": [{k: v for k, v in r.items() if k != "_path"} | {"results_file": r["_path"]} for r in rows],
     }
-    js.write_text(json.dumps(payload, indent=2))
+    write_json_atomic(js, payload, allow_nan=True)
     return md, js

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import MARKER, copy_file_atomic, write_file_atomic
 from ..config_path import REPO_ROOT
 from ..models.backbone import TINY_UNET_CONFIG
 from ..models.checkpoints import diffusers_adapter_to_ldm
@@ -47,16 +48,16 @@ def write_gligen_folder(folder: Path, seed: int = 1) -> Path:
     state, _ = _random_adapter("gligen", seed)
     backbone.unet.load_state_dict(state, strict=False)
     InteractDiffusionPipeline.from_backbone(backbone).save_pretrained(folder)
+    # diffusers' GLIGEN release: neither our grounding config nor our completion marker
     (folder / "unet" / GROUNDING_CONFIG_NAME).unlink(missing_ok=True)
+    (folder / MARKER).unlink(missing_ok=True)
     return folder
 
 
 def write_official_adapter(path: Path, seed: int = 2) -> Path:
     """The official adapter-only release layout (``ext_interactdiff_*.pth``: fusers + position_net, LDM names)."""
     state, config = _random_adapter("interactdiffusion", seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(diffusers_adapter_to_ldm(state, config), path)
-    return path
+    return write_file_atomic(path, lambda tmp: torch.save(diffusers_adapter_to_ldm(state, config), tmp))
 
 
 def _train(work: Path, name: str, model: str, init_from: Path | None) -> Path:
@@ -79,10 +80,9 @@ def _train(work: Path, name: str, model: str, init_from: Path | None) -> Path:
     exported = run_dir / "export" / "adapter.safetensors"
     if not exported.is_file():
         raise FileNotFoundError(f"training {name} finished without an export at {exported}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(exported, target)
-    shutil.copy2(exported.with_suffix(".json"), target.with_suffix(".json"))
-    return target
+    # the sidecar first: the weights file (which carries the config itself) marks the copy done
+    copy_file_atomic(exported.with_suffix(".json"), target.with_suffix(".json"))
+    return copy_file_atomic(exported, target)
 
 
 def prepare_tiny_inputs(work: Path, rows: list[str]) -> None:

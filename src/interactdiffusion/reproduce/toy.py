@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic import copy_file_atomic, copy_folder_atomic, write_json_atomic, write_text_atomic
 from ..config_path import REPO_ROOT
 
 ADAPTERS = ("gligen", "interactdiffusion")
@@ -292,20 +292,19 @@ def reproduce_toy(out: str | Path, seeds: list[int], parallel: int = 2, threads:
     previous = out / "timings.json"
     if previous.is_file():  # jobs reused from an earlier, interrupted invocation keep their times
         timings = {**json.loads(previous.read_text()), **timings}
-    previous.write_text(json.dumps(timings, indent=2) + "\n")
+    write_json_atomic(previous, timings, allow_nan=True)
     summary = summarise(out, seeds)
     wall = time.perf_counter() - started
     text = render_results(summary, seeds, command, timings, machine_description(), wall)
     target = Path(results) if results else out / "results.md"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
-    target.with_suffix(".json").write_text(json.dumps({
+    write_text_atomic(target, text)
+    write_json_atomic(target.with_suffix(".json"), {
         "command": command, "machine": machine_description(), "seeds": seeds, "timings_s": timings,
         "curves": {k: {str(s): c for s, c in v.items()} for k, v in summary["curves"].items()},
         "rows": [{"label": r["label"], "results": [{k: x.get(k) for k in ("row", "map", "fid", "num_images")}
                                                    for x in r["runs"]]} for r in summary["rows"]],
         "checks": [{"statement": s, "holds": ok, "numbers": n} for s, ok, n in check_expectations(summary)],
-    }, indent=2) + "\n", encoding="utf-8")
+    }, allow_nan=True)
     if publish_seed is not None:
         publish_adapters(out, publish_seed)
     print(text)
@@ -314,12 +313,11 @@ def reproduce_toy(out: str | Path, seeds: list[int], parallel: int = 2, threads:
 
 def publish_adapters(out: Path, seed: int, dest: Path = COMMITTED_ADAPTERS) -> list[Path]:
     """Copy the seed's two exported adapters to ``experiments/hoi-shapes/adapters/<kind>.safetensors``."""
-    dest.mkdir(parents=True, exist_ok=True)
     written = []
     for kind in ADAPTERS:
         source = out / "train" / f"{kind}_seed{seed}" / "export" / "adapter.safetensors"
-        for suffix in (".safetensors", ".json"):
-            shutil.copy2(source.with_suffix(suffix), dest / f"{kind}{suffix}")
+        for suffix in (".safetensors", ".json"):  # the weights carry their config: loaders never pair old and new
+            copy_file_atomic(source.with_suffix(suffix), dest / f"{kind}{suffix}")
         written.append(dest / f"{kind}.safetensors")
     return written
 
@@ -333,11 +331,8 @@ def train_toy_backbone(out: str | Path, dest: str | Path = COMMITTED_BACKBONE, o
                                  f"hydra.run.dir={run_dir}", *(overrides or [])],
               out / "logs" / "train_backbone.log", run_dir / "export" / "backbone" / "unet" / "config.json")
     run_jobs([job], 1, threads or os.cpu_count() or 1)
-    dest = Path(dest)
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(run_dir / "export" / "backbone", dest)
+    dest = copy_folder_atomic(run_dir / "export" / "backbone", dest)
     if job.seconds is not None:
-        (out / "backbone_seconds.txt").write_text(f"{job.seconds}\n")
+        write_text_atomic(out / "backbone_seconds.txt", f"{job.seconds}\n")
     print(f"[toy] backbone trained in {job.seconds if job.seconds is not None else '(reused)'} s -> {dest}")
     return dest

@@ -11,6 +11,7 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from PIL import Image
 
+from ..atomic import write_file_atomic
 from ..scene import Scene
 from ..utils.pylogger import RankedLogger
 
@@ -183,7 +184,7 @@ class ImageGridCallback(Callback):
         out_dir = Path(trainer.default_root_dir) / self.output_subdir
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"step_{step:07d}.png"
-        grid.save(path)
+        write_file_atomic(path, lambda tmp: grid.save(tmp, format="PNG"))
         self.written.append(path)
         captions = [f"{s.id}: {s.caption}" for s, _ in scenes]
         self._send_to_loggers(trainer, grid, step, captions, samples=(scenes, generated))

@@ -19,7 +19,6 @@ on the same layouts.
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 from lightning import Callback, LightningModule, Trainer
 
+from ..atomic import write_json_atomic
 from ..utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__, rank_zero_only=True)
@@ -307,7 +307,7 @@ class HOIEvalCallback(Callback):
         summary["seconds"] = round(time.perf_counter() - started, 3)
         out_dir = Path(trainer.default_root_dir) / self.output_subdir
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"step_{trainer.global_step:07d}.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json_atomic(out_dir / f"step_{trainer.global_step:07d}.json", summary, allow_nan=True)
         self.history.append(summary)
         first = self.protocols[0]
         log.info(f"HOI eval at step {trainer.global_step} on {len(self._layouts)} layouts ({summary['seconds']:.1f} s): "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import folder_atomic
 from ..utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__, rank_zero_only=True)
@@ -20,12 +21,22 @@ def export_trained(module, out_dir: str | Path, use_ema: bool = True, pipeline: 
 
     The exported weights are fp32 whatever precision trained them. With an EMA kept and ``use_ema``
     the averaged weights are exported.
+
+    ``<out>`` is published whole (``atomic.folder_atomic``): a kill during an export leaves the
+    previous export or none, never a new adapter beside an old pipeline.
     """
+    out = Path(out_dir)
+    with folder_atomic(out) as staging:
+        written = _export_into(module, staging, use_ema, pipeline)
+    written = {k: out / v.relative_to(staging) for k, v in written.items()}
+    log.info("exported " + ", ".join(f"{k}: {v}" for k, v in written.items()))
+    return written
+
+
+def _export_into(module, out: Path, use_ema: bool, pipeline: bool) -> dict[str, Path]:
     from ..models.checkpoints import save_adapter
     from ..pipeline import InteractDiffusionPipeline
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     ema = getattr(module, "ema", None) if use_ema else None
     was_training = module.training
     module.float()  # frozen parts may be half under mixed precision; exports are fp32
@@ -36,7 +47,6 @@ def export_trained(module, out_dir: str | Path, use_ema: bool = True, pipeline: 
         with torch.no_grad(), (ema.swapped_in() if ema is not None else nullcontext()):
             written["backbone"] = save_backbone(module.backbone, out / "backbone")
         module.train(was_training)
-        log.info(f"exported the trained backbone: {written['backbone']}")
         return written
     grounding = dict(module.hparams.model.get("grounding") or {})
     with torch.no_grad(), (ema.swapped_in() if ema is not None else nullcontext()):
@@ -46,5 +56,4 @@ def export_trained(module, out_dir: str | Path, use_ema: bool = True, pipeline: 
             pipe.save_pretrained(out / "pipeline")
             written["pipeline"] = out / "pipeline"
     module.train(was_training)
-    log.info("exported " + ", ".join(f"{k}: {v}" for k, v in written.items()))
     return written
