@@ -20,7 +20,8 @@ import numpy as np
 from gradio_image_annotation import image_annotator
 from PIL import Image
 
-from ..cli.generate import InputError, save_png
+from ..cli.generate import InputError
+from ..evaluation.image_io import save_png_atomic
 from ..scene import Scene, SceneError, read_scenes
 from ..visualize import draw_scene
 from .layout import (
@@ -202,7 +203,7 @@ def build_ui(model: AppModel, choices: PhraseChoices, vocabulary_source: str, *,
             made = model.generate(scene, settings, max_images)
             path, text, cli = write_scene(scene, settings)
             for k, image in enumerate(made):
-                save_png(image, path.parent / f"image_{k}.png")
+                save_png_atomic(image, path.parent / f"image_{k}.png")
             outside = choices.outside([Triplet(i.subject, i.action, i.object) for i in scene.interactions])
             note = f" Note: {'; '.join(outside)}." if outside else ""
             return {
