@@ -122,7 +122,6 @@ def eval_args(root: Path, hicodet: Path, out: Path) -> list[str]:
             "eval.num_workers=1"]
 
 
-@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_eval_killed_during_generation_then_during_detection_resumes_to_the_same_row(tmp_path, hicodet):
     out = tmp_path / "row"
@@ -157,7 +156,6 @@ def _tensors(path: Path) -> dict:
     return load_file(str(path))
 
 
-@pytest.mark.slow
 def test_export_killed_midway_leaves_the_previous_export_whole(tmp_path):
     """Train 1 step and export; resume to step 2 and export again, killed inside the export; run it again."""
     from train_helpers import FAST as TRAIN_FAST

@@ -21,7 +21,7 @@ def _step(path) -> int:
     return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
 
 
-@pytest.mark.parametrize("name", ["SIGINT", pytest.param("SIGTERM", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
 def test_a_signal_saves_last_ckpt_and_stops(tmp_path, shared, name):
     """Steps far from the checkpoint interval (20): the signal at step 3 still leaves a step-3 checkpoint."""
     overrides = FAST + paths(tmp_path, shared) + [
@@ -39,7 +39,6 @@ def test_a_signal_saves_last_ckpt_and_stops(tmp_path, shared, name):
         assert stopped.value.code == 128 + signal.SIGINT
 
 
-@pytest.mark.slow
 def test_time_interval_saves_between_step_checkpoints(tmp_path, shared):
     run_cli(FAST + paths(tmp_path, shared) + ["trainer.max_steps=3", "callbacks.model_checkpoint.every_n_train_steps=100",
                                               "callbacks.model_checkpoint.save_last=false",
