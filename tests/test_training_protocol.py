@@ -78,8 +78,8 @@ def test_noising_and_target_equal_diffusers(prediction_type):
     captured = {}
     original_target = module.target
 
-    def target(latents, noise, a, s):
-        out = original_target(latents, noise, a, s)
+    def target(latents, noise, *rest):
+        out = original_target(latents, noise, *rest)
         captured.update(latents=latents, noise=noise, target=out)
         return out
 
