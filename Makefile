@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv install demo app chromium test test-full lint bench clean reproduce-table toy-backbone reproduce-table-toy
+.PHONY: venv install demo app chromium test test-full lint bench clean reproduce-table toy-backbone reproduce-table-toy reproduce-ablations-toy
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,3 +64,9 @@ toy-backbone: $(STAMP)
 
 reproduce-table-toy: $(STAMP)
 	$(PY) -m interactdiffusion.cli.toy table --seeds $(or $(SEEDS),1) --jobs $(or $(JOBS),2) $(ARGS)
+
+# The ablations of the interaction module on HOI-Shapes (full InteractDiffusion, GLIGEN, w/o instance
+# embedding, w/o role embedding, w/o action tokens, union box) over SEEDS training seeds (default 2);
+# writes experiments/hoi-shapes/ablations.md. Runs already in logs/toy (the table's) are reused.
+reproduce-ablations-toy: $(STAMP)
+	$(PY) -m interactdiffusion.cli.toy ablations --seeds $(or $(SEEDS),2) --jobs $(or $(JOBS),2) $(ARGS)

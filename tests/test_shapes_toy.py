@@ -269,3 +269,79 @@ def test_make_toy_backbone_trains_and_copies_the_export(tmp_path):
                  *QUICK, *_paths(tmp_path)]) == 0
     assert check_backbone_folder(dest) == dest
     assert json.loads((dest / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
+
+
+def _ablation_argv(run: Path, tmp_path: Path, seeds: int) -> list[str]:
+    """cli.toy ablations on a 1-step budget and 2 layouts, one thread a job."""
+    common = [f"backbone.path={run / 'export' / 'backbone'}", f"paths.cache_dir={tmp_path / 'cache'}",
+              "extras.print_config=false"]
+    train = [*common, "trainer.max_steps=1", "data.batch_size=2", "data.shapes.num_train=40",
+             "data.shapes.num_test=10", "callbacks=none", "trainer.enable_progress_bar=false",
+             "trainer.enable_model_summary=false"]
+    evaluation = [*common, "eval.limit=2", "eval.steps=1", "eval.batch_size=2"]
+    argv = ["ablations", "--seeds", str(seeds), "--jobs", "2", "--threads", "1", "--out", str(tmp_path / "toy"),
+            "--results", str(tmp_path / "ablations.md"), "--data-dir", str(tmp_path / "data")]
+    return argv + [f"--train={o}" for o in train] + [f"--eval={o}" for o in evaluation]
+
+
+def test_reproduce_ablations_toy_one_ablation_one_seed(trained_backbone, tmp_path):
+    """The driver end to end on the smallest sweep: full, GLIGEN and one ablation, one seed (6 subprocesses)."""
+    from interactdiffusion.cli.toy import main
+
+    _, run = trained_backbone
+    assert main([*_ablation_argv(run, tmp_path, 1), "--ablations", "no_action_tokens"]) == 0
+    text = (tmp_path / "ablations.md").read_text()
+    assert text.index("| InteractDiffusion (full) |") < text.index("| GLIGEN |") < text.index("| w/o action tokens |")
+    assert "w/o role embedding" not in text and "One seed only" in text and "whole command" in text
+    data = json.loads((tmp_path / "ablations.json").read_text())
+    assert [r["kind"] for r in data["rows"]] == ["interactdiffusion", "gligen", "ablation/no_action_tokens"]
+    assert data["rows"][2]["allows_conclusion"] is False
+    exported = load_file(str(tmp_path / "toy" / "train" / "ablation_no_action_tokens_seed0" / "export" /
+                             "adapter.safetensors"))
+    assert "position_net.linear_action.0.weight" not in exported
+    with pytest.raises(ValueError, match="unknown HOI-Shapes ablation 'no_boxes'"):
+        main([*_ablation_argv(run, tmp_path, 1), "--ablations", "no_boxes"])
+
+
+@pytest.mark.slow
+def test_reproduce_ablations_toy_trains_every_row_over_the_seeds_and_writes_the_sentences(trained_backbone, tmp_path):
+    """make reproduce-ablations-toy on a 1-step budget, 2 seeds: all 24 jobs through the real CLIs, then ablations.md
+    (10 min on the shared 2-core machine: slow)."""
+    from interactdiffusion.cli.toy import main
+
+    _, run = trained_backbone
+    results = tmp_path / "ablations.md"
+    argv = _ablation_argv(run, tmp_path, 2)
+    assert main(argv) == 0
+    text = results.read_text()
+    for label in ("InteractDiffusion (full)", "| GLIGEN |", "w/o instance embedding", "w/o role embedding",
+                  "w/o action tokens", "union box instead of between box"):
+        assert label in text
+    assert "Command: `python -m interactdiffusion.cli.toy ablations --seeds 2" in text and "CPU cores" in text
+    data = json.loads(results.with_suffix(".json").read_text())
+    assert [r["kind"] for r in data["rows"]][:2] == ["interactdiffusion", "gligen"]
+    assert all(len(r["default_full"]) == 2 and len(r["results"]) == 2 for r in data["rows"])
+    for row in data["rows"][1:]:  # every ablation row's sentence is computed from its numbers
+        mean, std = row["mean_std"]
+        assert f"{mean:.2f} ± {std:.2f}" in row["sentence"]
+        assert ("does not allow" in row["sentence"]) == (row["allows_conclusion"] is False)
+    # each ablation trained the adapter its config names: no action MLP without action tokens
+    runs = tmp_path / "toy" / "train"
+    assert "position_net.linear_action.0.weight" in load_file(
+        str(runs / "ablation_union_box_seed1" / "export" / "adapter.safetensors"))
+    assert "position_net.linear_action.0.weight" not in load_file(
+        str(runs / "ablation_no_action_tokens_seed0" / "export" / "adapter.safetensors"))
+    assert {"train ablation/no_role_embedding seed 1", "eval shapes_ablation_union_box_seed0"} <= set(data["timings_s"])
+
+
+def test_ablation_verdict_compares_the_difference_with_the_larger_std():
+    from interactdiffusion.reproduce.toy_ablations import verdict
+
+    clear = verdict("ablation/no_action_tokens", [10.0, 12.0], [60.0, 64.0], [8.0, 9.0])
+    assert clear["allows"] and "allows the conclusion that dropping the action tokens lowers mAP" in clear["sentence"]
+    noisy = verdict("ablation/union_box", [30.0, 70.0], [60.0, 64.0], [8.0, 9.0])
+    assert noisy["allows"] is False and "does not allow" in noisy["sentence"]
+    one = verdict("ablation/union_box", [30.0], [60.0], [8.0])
+    assert one["allows"] is False and "One seed only" in one["sentence"]
+    reference = verdict("interactdiffusion", [60.0, 8.0], [60.0, 8.0], [8.0, 9.0])
+    assert "on 1 of 2 seeds" in reference["sentence"]

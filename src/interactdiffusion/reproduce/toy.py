@@ -98,12 +98,14 @@ def run_jobs(jobs: list[Job], parallel: int, threads: int) -> None:
 
 # -- the jobs --------------------------------------------------------------------------------------
 def training_job(out: Path, kind: str, seed: int, overrides: list[str]) -> Job:
-    run_dir = out / "train" / f"{kind}_seed{seed}"
+    """``experiment=shapes/<kind>`` (``kind`` may name a subfolder: ``ablation/union_box``) for one seed."""
+    flat = kind.replace("/", "_")
+    run_dir = out / "train" / f"{flat}_seed{seed}"
     command = [
         sys.executable, "-m", "interactdiffusion.cli.train", f"experiment=shapes/{kind}", f"seed={seed}",
-        f"name=toy_{kind}_seed{seed}", f"hydra.run.dir={run_dir}", *overrides,
+        f"name=toy_{flat}_seed{seed}", f"hydra.run.dir={run_dir}", *overrides,
     ]
-    return Job(f"train {kind} seed {seed}", command, out / "logs" / f"train_{kind}_seed{seed}.log",
+    return Job(f"train {kind} seed {seed}", command, out / "logs" / f"train_{flat}_seed{seed}.log",
                run_dir / "export" / "adapter.safetensors", extra={"run_dir": run_dir, "kind": kind, "seed": seed})
 
 
@@ -255,16 +257,11 @@ def render_results(summary: dict[str, Any], seeds: list[int], command: str, timi
 
 
 # -- the whole run ---------------------------------------------------------------------------------
-def reproduce_toy(out: str | Path, seeds: list[int], parallel: int = 2, threads: int | None = None,
-                  results: str | Path | None = None, train_overrides: list[str] | None = None,
-                  eval_overrides: list[str] | None = None, data_dir: str | Path | None = None,
-                  command: str = "", publish_seed: int | None = None) -> Path:
-    """Train, evaluate and tabulate; returns the results.md written (``results`` or ``<out>/results.md``)."""
+def prepare_toy_run(train_overrides: list[str] | None, eval_overrides: list[str] | None,
+                    data_dir: str | Path | None) -> tuple[list[str], list[str]]:
+    """The overrides every job gets (``paths.data_dir`` added), once HOI-Shapes and the backbone are there."""
     from ..shapes.dataset import ensure_hoi_shapes
 
-    started = time.perf_counter()
-    out = Path(out).resolve()
-    threads = threads or max(1, (os.cpu_count() or 1) // max(1, parallel))
     train_overrides = list(train_overrides or [])
     eval_overrides = list(eval_overrides or [])
     if data_dir is not None:
@@ -278,6 +275,18 @@ def reproduce_toy(out: str | Path, seeds: list[int], parallel: int = 2, threads:
     ensure_hoi_shapes(Path(data_dir or REPO_ROOT / "data") / "hoi-shapes", **shapes_args)
     if not any(o.startswith("backbone.path=") for o in train_overrides) and not (COMMITTED_BACKBONE / "unet").is_dir():
         raise FileNotFoundError(f"the HOI-Shapes backbone is missing at {COMMITTED_BACKBONE}: run `make toy-backbone`")
+    return train_overrides, eval_overrides
+
+
+def reproduce_toy(out: str | Path, seeds: list[int], parallel: int = 2, threads: int | None = None,
+                  results: str | Path | None = None, train_overrides: list[str] | None = None,
+                  eval_overrides: list[str] | None = None, data_dir: str | Path | None = None,
+                  command: str = "", publish_seed: int | None = None) -> Path:
+    """Train, evaluate and tabulate; returns the results.md written (``results`` or ``<out>/results.md``)."""
+    started = time.perf_counter()
+    out = Path(out).resolve()
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, parallel))
+    train_overrides, eval_overrides = prepare_toy_run(train_overrides, eval_overrides, data_dir)
 
     trainings = [training_job(out, kind, seed, train_overrides) for seed in seeds for kind in ADAPTERS]
     run_jobs(trainings, parallel, threads)
