@@ -110,3 +110,20 @@ def test_run_directories_never_collide_and_are_shared_by_launcher_processes(monk
 def test_optional_local_config_is_gitignored():
     ignored = (CONFIGS.parent / ".gitignore").read_text()
     assert "configs/local/default.yaml" in ignored
+
+
+def test_every_ablation_has_a_hoi_shapes_run_that_differs_from_full_interactdiffusion_only_in_its_switch():
+    """experiment=shapes/ablation/<x> = experiment=shapes/interactdiffusion with model.grounding.<switch> changed."""
+    full = _resolve(_compose(["experiment=shapes/interactdiffusion"]))
+    ablations = sorted(p.stem.removeprefix("ablation_") for p in (CONFIGS / "model").glob("ablation_*.yaml"))
+    assert ablations and all(f"shapes/ablation/{a}" in EXPERIMENTS for a in ablations)
+    for ablation in ablations:
+        cfg = _resolve(_compose([f"experiment=shapes/ablation/{ablation}"]))
+        paper = _resolve(_compose([f"model=ablation_{ablation}"]))["model"]["grounding"]
+        changed = {k for k, v in cfg["model"]["grounding"].items() if full["model"]["grounding"].get(k) != v}
+        switch = {k for k, v in paper.items() if _resolve(_compose([]))["model"]["grounding"].get(k) != v}
+        assert changed == switch and len(switch) == 1, ablation  # the paper ablation's one switch, nothing else
+        assert cfg["model"]["grounding"]["hidden_dim"] == 128 and cfg["model"]["grounding"]["max_interactions"] == 4
+        assert {k: v for k, v in cfg.items() if k not in ("model", "name", "tags")} == {
+            k: v for k, v in full.items() if k not in ("model", "name", "tags")}
+        assert cfg["name"] == f"shapes_ablation_{ablation}"
