@@ -12,6 +12,9 @@ tokenizer, unet, scheduler). Per call it
 - draws each scene's initial noise (and any per-step noise of a stochastic scheduler) on the CPU from its
   own generator seeded by ``scene.seed_for(base_seed)``, so an image never depends on batch size, order
   or device count.
+
+The pieces around the class live in ``interactdiffusion.pipelines`` (schedulers and precisions, the
+official-argument adapter, loading) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,19 +30,7 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import (
-    AutoencoderKL,
-    DDIMScheduler,
-    DDPMScheduler,
-    DiffusionPipeline,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    LMSDiscreteScheduler,
-    PNDMScheduler,
-    UNet2DConditionModel,
-    UniPCMultistepScheduler,
-)
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
@@ -48,18 +38,25 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from .atomic import check_folder, folder_atomic
 from .conditioning import PhraseIndex, grounding_kwargs, null_grounding_kwargs, scenes_to_ids
-from .models import checkpoints
-from .models.backbone import Backbone, PhraseEncoder, load_state_file
-from .models.grounding import GLIGENGrounding, InteractionTokenizer
+from .models.backbone import Backbone, PhraseEncoder
 from .models.space_to_depth import downscale_factor, load_autoencoder
-from .models.unet import (
-    build_grounded_unet,
-    fusers,
-    install_grounding,
-    is_adapter_key,
-    load_adapter_state_dict,
+from .models.unet import fusers
+from .pipelines.loading import (
+    GROUNDING_CONFIG_NAME,
+    _load_grounded_unet,
+    _require,
+    grounding_config_of,
+    is_pipeline_folder,
+    load_pipeline,
+    load_weights,
 )
-from .scene import MAX_INTERACTIONS, Interaction, Scene, SceneError
+from .pipelines.official_arguments import (
+    IGNORED_LOAD_ARGUMENTS,
+    _official_noise,
+    scenes_from_official_arguments,
+)
+from .pipelines.schedulers import PRECISIONS, SCHEDULER_PRESETS, make_scheduler, resolve_dtype
+from .scene import MAX_INTERACTIONS, Scene, SceneError
 from .scheduled_sampling import fuser_scale, fuser_scales, sampler_step, schedule_triple
 
 # The paper's evaluation protocol (REFERENCE §3).
@@ -68,85 +65,13 @@ PAPER_NEGATIVE_PROMPT = (
     "worst quality, low quality"
 )
 PAPER_SEED = 489
-GROUNDING_CONFIG_NAME = "grounding_config.json"
-# Arguments that scripts written for the official release pass to ``DiffusionPipeline.from_pretrained``
-# and that mean nothing for a local folder without a safety checker: accepted and ignored.
-IGNORED_LOAD_ARGUMENTS = frozenset({
-    "trust_remote_code", "custom_pipeline", "local_files_only", "use_safetensors", "low_cpu_mem_usage",
-    "safety_checker", "feature_extractor", "requires_safety_checker",
-})
 
-PRECISIONS: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "32": torch.float32,
-    "float32": torch.float32,
-    "fp16": torch.float16,
-    "16": torch.float16,
-    "float16": torch.float16,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-}
-
-# Named presets; any other diffusers scheduler class name works too (e.g. "HeunDiscreteScheduler").
-SCHEDULER_PRESETS: dict[str, tuple[type, dict[str, Any]]] = {
-    "plms": (PNDMScheduler, {"skip_prk_steps": True}),  # the paper's sampler
-    "pndm": (PNDMScheduler, {"skip_prk_steps": True}),
-    "ddim": (DDIMScheduler, {}),
-    "ddpm": (DDPMScheduler, {}),
-    "euler": (EulerDiscreteScheduler, {}),
-    "euler_a": (EulerAncestralDiscreteScheduler, {}),
-    "lms": (LMSDiscreteScheduler, {}),
-    "dpm++": (DPMSolverMultistepScheduler, {}),
-    "unipc": (UniPCMultistepScheduler, {}),
-}
-
-
-def resolve_dtype(precision: str | torch.dtype | None) -> torch.dtype | None:
-    """``fp32`` / ``fp16`` / ``bf16`` (or a torch dtype) → torch dtype; ``None`` stays ``None``."""
-    if precision is None or isinstance(precision, torch.dtype):
-        return precision
-    key = str(precision).lower().replace("-mixed", "").replace("-true", "")
-    if key not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: use fp32, fp16 or bf16")
-    return PRECISIONS[key]
-
-
-def make_scheduler(
-    scheduler: str | SchedulerMixin, base_config: dict[str, Any] | None = None, **overrides
-) -> SchedulerMixin:
-    """A scheduler by preset name (``plms``, ``ddim``, ...) or diffusers class name, on ``base_config``.
-
-    ``base_config`` is the backbone's noise schedule (betas, timesteps); the preset adds its own switches
-    (PLMS = ``PNDMScheduler(skip_prk_steps=True)``) and ``overrides`` win over both.
-    """
-    if isinstance(scheduler, SchedulerMixin):
-        if overrides:
-            return type(scheduler).from_config({**scheduler.config, **overrides})
-        return scheduler
-    name = str(scheduler)
-    if name.lower() in SCHEDULER_PRESETS:
-        cls, preset = SCHEDULER_PRESETS[name.lower()]
-    else:
-        import diffusers
-
-        cls = getattr(diffusers, name, None)
-        if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
-            raise ValueError(
-                f"unknown scheduler {name!r}: use one of {sorted(SCHEDULER_PRESETS)} or a diffusers scheduler "
-                "class name such as 'DDIMScheduler'"
-            )
-        preset = {}
-    config = {k: v for k, v in dict(base_config or {}).items() if not k.startswith("_")}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return cls.from_config({**config, **preset, **overrides})
-
-
-def grounding_config_of(module: torch.nn.Module) -> dict[str, Any]:
-    """The constructor arguments of a ``position_net`` (written next to the UNet by ``save_pretrained``)."""
-    if isinstance(module, (InteractionTokenizer, GLIGENGrounding)):
-        return dict(module.config)
-    raise TypeError(f"the UNet's position_net is a {type(module).__name__}, not one of this project's modules")
+__all__ = [  # what this module exported before its pieces moved to ``pipelines``
+    "GROUNDING_CONFIG_NAME", "IGNORED_LOAD_ARGUMENTS", "PAPER_NEGATIVE_PROMPT", "PAPER_SEED", "PRECISIONS",
+    "SCHEDULER_PRESETS", "InteractDiffusionPipeline", "InteractDiffusionPipelineOutput", "grounding_config_of",
+    "image_seed", "is_pipeline_folder", "load_pipeline", "load_weights", "make_scheduler", "resolve_dtype",
+    "scenes_from_official_arguments",
+]
 
 
 @dataclass
@@ -388,80 +313,7 @@ class InteractDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"height and width must be positive multiples of {multiple}, got {height}x{width}")
 
     # -- official-argument adapter -----------------------------------------------------------------
-    @staticmethod
-    def scenes_from_official_arguments(
-        prompts: list[str],
-        subject_phrases,
-        object_phrases,
-        action_phrases,
-        subject_boxes,
-        object_boxes,
-        max_interactions: int = MAX_INTERACTIONS,
-    ) -> list[Scene]:
-        """The official diffusers arguments → one ``Scene`` per prompt (ids "0", "1", ...).
-
-        Phrases and boxes are either one list shared by every prompt (the official pipeline) or one list
-        per prompt. More than ``max_interactions`` triplets are truncated with a warning, as officially.
-        """
-        named = {
-            "interactdiffusion_subject_phrases": subject_phrases,
-            "interactdiffusion_object_phrases": object_phrases,
-            "interactdiffusion_action_phrases": action_phrases,
-            "interactdiffusion_subject_boxes": subject_boxes,
-            "interactdiffusion_object_boxes": object_boxes,
-        }
-        given = [k for k, v in named.items() if v is not None]
-        if given and len(given) != len(named):
-            missing = [k for k in named if k not in given]
-            raise ValueError(f"{', '.join(missing)} must be given together with {', '.join(given)}")
-        batch = len(prompts)
-
-        def per_prompt(name: str, value, boxes: bool) -> list:
-            if value is None:
-                return [[] for _ in range(batch)]
-            value = value.tolist() if hasattr(value, "tolist") else list(value)
-            first = value[0] if value else None
-            if boxes:
-                nested = isinstance(first, (list, tuple)) and (not first or isinstance(first[0], (list, tuple)))
-            else:
-                nested = isinstance(first, (list, tuple))
-            if not nested:
-                return [list(value) for _ in range(batch)]
-            if len(value) != batch:
-                raise ValueError(f"{name} has {len(value)} lists for {batch} prompts")
-            return [list(v) for v in value]
-
-        columns = {
-            "subject": per_prompt("interactdiffusion_subject_phrases", subject_phrases, False),
-            "object": per_prompt("interactdiffusion_object_phrases", object_phrases, False),
-            "action": per_prompt("interactdiffusion_action_phrases", action_phrases, False),
-            "subject_box": per_prompt("interactdiffusion_subject_boxes", subject_boxes, True),
-            "object_box": per_prompt("interactdiffusion_object_boxes", object_boxes, True),
-        }
-        scenes = []
-        for k, prompt in enumerate(prompts):
-            lengths = {name: len(col[k]) for name, col in columns.items()}
-            if len(set(lengths.values())) > 1:
-                detail = ", ".join(f"{name}: {n}" for name, n in lengths.items())
-                raise ValueError(f"prompt {k}: the interactdiffusion_* lists differ in length ({detail})")
-            n = lengths["subject"]
-            if n > max_interactions:
-                warnings.warn(
-                    f"prompt {k}: {n} interactions; only the first {max_interactions} are used", stacklevel=3
-                )
-                n = max_interactions
-            interactions = [
-                Interaction(
-                    columns["subject"][k][j],
-                    columns["action"][k][j],
-                    columns["object"][k][j],
-                    tuple(columns["subject_box"][k][j]),
-                    tuple(columns["object_box"][k][j]),
-                )
-                for j in range(n)
-            ]
-            scenes.append(Scene(id=str(k), prompt=prompt, interactions=tuple(interactions)))
-        return scenes
+    scenes_from_official_arguments = staticmethod(scenes_from_official_arguments)
 
     # -- generation --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -654,42 +506,6 @@ class InteractDiffusionPipeline(DiffusionPipeline):
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def _require(path: Path, what: str) -> None:
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing ({what} of the pipeline folder)")
-
-
-def _load_grounded_unet(folder: Path, variant: str | None, grounding: dict[str, Any] | None) -> UNet2DConditionModel:
-    _require(folder / "config.json", "the UNet config")
-    if grounding is None and (folder / GROUNDING_CONFIG_NAME).is_file():
-        grounding = json.loads((folder / GROUNDING_CONFIG_NAME).read_text(encoding="utf-8"))
-    config = UNet2DConditionModel.load_config(folder)
-    config = {k: v for k, v in config.items() if not k.startswith("_")}
-    infix = f".{variant}" if variant else ""
-    candidates = [folder / f"diffusion_pytorch_model{infix}.safetensors", folder / f"diffusion_pytorch_model{infix}.bin",
-                  folder / f"diffusion_pytorch_model{infix}.safetensors.index.json"]
-    weights = next((p for p in candidates if p.is_file()), None)
-    if weights is None:
-        raise FileNotFoundError(f"no UNet weights in {folder}: expected {candidates[0].name} (or .bin)")
-    state = load_state_file(weights)
-    if grounding is None and checkpoints.is_gligen_adapter(state):
-        grounding = {"kind": "gligen"}  # diffusers' GLIGEN release: text-box position_net, no action token
-    unet = build_grounded_unet(config, grounding)
-    missing, unexpected = unet.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        adapter_missing = [k for k in missing if is_adapter_key(k)]
-        hint = (
-            " (the folder has no interaction module: load an SD folder as a backbone and add the adapter)"
-            if adapter_missing and len(adapter_missing) == len(missing)
-            else ""
-        )
-        raise ValueError(
-            f"{weights}: weights do not match the UNet (missing {len(missing)}, e.g. {missing[:3]}; "
-            f"unexpected {len(unexpected)}, e.g. {unexpected[:3]}){hint}"
-        )
-    return unet
-
-
 def _as_scenes(scenes) -> list[Scene]:
     if isinstance(scenes, (Scene, dict)):
         scenes = [scenes]
@@ -707,128 +523,3 @@ def _negatives(negative_prompt: str | list[str] | None, batch: int) -> list[str]
     if len(negative_prompt) != batch:
         raise ValueError(f"{len(negative_prompt)} negative prompts for {batch} prompts")
     return list(negative_prompt)
-
-
-def _official_noise(shape, generator) -> torch.Tensor:
-    """diffusers' ``randn_tensor`` semantics on the CPU: one generator for the batch, or one per image."""
-    if isinstance(generator, list):
-        return torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in generator])
-    if generator is not None and generator.device.type != "cpu":
-        return torch.randn(shape, generator=generator, device=generator.device).cpu()
-    return torch.randn(shape, generator=generator)
-
-
-# -- weights ---------------------------------------------------------------------------------------
-def is_pipeline_folder(path: str | Path) -> bool:
-    """A whole pipeline (SD + adapter): ``save_pretrained`` output or the official diffusers release.
-
-    A folder with a completion marker must match it (else :class:`~interactdiffusion.atomic.IncompleteFolderError`,
-    which names the first missing or cut file). Folders without one (the official release, or an export
-    from before markers) count only when every part ``model_index.json`` lists has its config, and the
-    UNet its weights: a partial folder is never taken for a pipeline.
-    """
-    path = Path(path)
-    if not (path.is_dir() and (path / "model_index.json").is_file()):
-        return False
-    if check_folder(path):
-        return True
-    try:
-        index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    parts = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[0] is not None]
-    configs = ("config.json", "scheduler_config.json", "tokenizer_config.json", "vocab.json")
-    if not parts or not all(any((path / p / c).is_file() for c in configs) for p in parts):
-        return False
-    return any((path / "unet").glob("diffusion_pytorch_model*"))
-
-
-def load_weights(backbone: Backbone, weights: str | Path) -> str:
-    """Load interaction weights into ``backbone`` in place; returns what was loaded, in words.
-
-    - our export (``<name>.safetensors`` + ``<name>.json``): the adapter; when its recorded grounding
-      config differs from the backbone's ``position_net`` (an ablation), the tokenizer is rebuilt first;
-    - the official full ``.pth``: the whole UNet (SD + adapter), the VAE and the text encoder;
-    - the official adapter-only ``.pth``, a diffusers folder's UNet, GLIGEN weights: the adapter
-      (``models.checkpoints.load_adapter_into``; GLIGEN becomes an initialisation, with a report).
-
-    A pickled file is read once and dispatched on what it holds.
-    """
-    path = Path(weights).expanduser()
-    unet = backbone.unet
-    read = None
-    if path.suffix in (".pth", ".pt", ".ckpt") and path.is_file():
-        raw = checkpoints.read_checkpoint(path)
-        if checkpoints.is_full_checkpoint(raw):
-            full = checkpoints.official_full_from_raw(raw, path, unet_config=unet.config)
-            return _load_full_checkpoint(backbone, full, path)
-        read = checkpoints.adapter_from_raw(raw, path, unet)
-    elif path.suffix in (".safetensors", ".json") or not path.exists():
-        _match_exported_grounding(unet, path)
-    missing = checkpoints.load_adapter_into(unet, path, read=read)
-    return f"adapter from {path}" + (f" ({len(missing)} keys missing)" if missing else "")
-
-
-def _match_exported_grounding(unet: UNet2DConditionModel, path: Path) -> None:
-    """Rebuild ``position_net`` when our export says it was trained with another grounding config."""
-    try:
-        meta = checkpoints.export_config(path)
-    except checkpoints.CheckpointError:
-        return  # not our export: load_adapter_into reads (or rejects) it
-    recorded = dict(meta.get("grounding") or {})
-    if not recorded and meta.get("grounding_module") == "GLIGENGrounding":
-        recorded = {"kind": "gligen"}
-    recorded.pop("init_from", None)
-    current = grounding_config_of(unet.position_net)
-    if recorded.get("kind", current["kind"]) != current["kind"]:
-        current = {k: v for k, v in current.items() if k in ("positive_len", "out_dim")}
-    wanted = {**current, **recorded}
-    if wanted != grounding_config_of(unet.position_net):
-        install_grounding(unet, wanted).to(device=unet.device, dtype=unet.dtype)
-
-
-def _load_full_checkpoint(backbone: Backbone, full: checkpoints.OfficialCheckpoint, path: Path) -> str:
-    unet = backbone.unet
-    adapter = full.adapter
-    if checkpoints.is_gligen_adapter(adapter) and not isinstance(unet.position_net, GLIGENGrounding):
-        adapter = checkpoints.init_from_gligen(adapter, unet, source=str(path))[0]
-    sd = {k: v for k, v in full.unet.items() if not is_adapter_key(k)}
-    missing, unexpected = unet.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if not is_adapter_key(k)]
-    if missing or unexpected:
-        raise checkpoints.CheckpointError(
-            f"{path}: the UNet does not fit the backbone (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    load_adapter_state_dict(unet, adapter)
-    parts = ["UNet"]
-    if full.vae is not None:
-        backbone.vae.load_state_dict(full.vae)
-        parts.append("VAE")
-    if full.text_encoder is not None:
-        backbone.text_encoder.load_state_dict(full.text_encoder)
-        parts.append("text encoder")
-    return f"official full checkpoint {path} ({', '.join(parts)})"
-
-
-def load_pipeline(
-    backbone: Backbone | Callable[[], Backbone] | None,
-    weights: str | Path | None = None,
-    scheduler: str | SchedulerMixin = "plms",
-    precision: str | torch.dtype | None = None,
-    device: str | torch.device | None = None,
-) -> tuple[InteractDiffusionPipeline, str]:
-    """The pipeline for a backbone + weights pair, and a line saying what was loaded.
-
-    A whole pipeline folder as ``weights`` is loaded by itself (its own SD weights; the backbone is
-    not built). ``backbone`` may be a callable so that it is only built when needed.
-    """
-    if weights is not None and is_pipeline_folder(weights):
-        pipe = InteractDiffusionPipeline.from_pretrained(weights, scheduler=scheduler, precision=precision, device=device)
-        return pipe, f"pipeline folder {weights}"
-    if backbone is None:
-        raise ValueError("a backbone is needed unless weights is a whole pipeline folder")
-    if callable(backbone) and not isinstance(backbone, Backbone):
-        backbone = backbone()
-    what = load_weights(backbone, weights) if weights is not None else f"the backbone {backbone.name} as it is"
-    pipe = InteractDiffusionPipeline.from_backbone(backbone, scheduler=scheduler, precision=precision, device=device)
-    return pipe, what

@@ -188,7 +188,7 @@ def load_xl_pipeline_folder(
     The official XL projection always has a 32-row instance table; without our ``grounding_config.json``
     the tokenizer is built that way (widths follow the UNet: 2048 at SDXL size).
     """
-    from .pipeline import GROUNDING_CONFIG_NAME, _load_grounded_unet, _require
+    from .pipelines.loading import GROUNDING_CONFIG_NAME, _load_grounded_unet, _require
 
     if grounding is None and not (folder / "unet" / GROUNDING_CONFIG_NAME).is_file():
         grounding = {"kind": "interactdiffusion", "max_interactions": XL_GROUNDING["max_interactions"]}

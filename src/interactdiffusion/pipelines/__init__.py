@@ -1,0 +1,6 @@
+"""The pieces of ``interactdiffusion.pipeline`` that are not the pipeline class, one concern each.
+
+``schedulers`` (sampler presets, precisions), ``official_arguments`` (the official diffusers call and
+load arguments as scenes), ``loading`` (weights of every format into a backbone, pipeline folders).
+``interactdiffusion.pipeline`` re-exports all of them.
+"""
