@@ -20,8 +20,8 @@ from interactdiffusion.app.layout import (
     scene_from_layout,
 )
 from interactdiffusion.app.model import AppModel, PageSettings, hydra_value, phrase_choices
-from interactdiffusion.cli.generate import InputError, read_settings
 from interactdiffusion.config_path import REPO_ROOT, config_dir
+from interactdiffusion.generation import InputError, read_settings
 from interactdiffusion.scene import Scene, read_scenes
 
 

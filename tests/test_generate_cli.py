@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from interactdiffusion import generation
 from interactdiffusion.cli import generate as cli
 
 FAST = ["backbone=tiny", "steps=2", "batch_size=2", "progress=false"]
@@ -239,16 +240,16 @@ def test_a_whole_pipeline_folder_as_weights_needs_no_backbone(tmp_path):
 
 
 def test_batches_keep_input_order_and_one_size_per_batch():
-    settings = cli.Settings(steps=1, guidance_scale=7.5, beta=1.0, seed=0, scheduler="plms", scheduler_kwargs={},
+    settings = generation.Settings(steps=1, guidance_scale=7.5, beta=1.0, seed=0, scheduler="plms", scheduler_kwargs={},
                             eta=0.0, precision="fp32", negative_prompt="", resolution=32, use_scene_size=True,
                             backbone="tiny", weights=None, batch_size=2)
     from interactdiffusion.scene import Scene
 
     items = [Scene(str(k), (), width=w, height=h) for k, (w, h) in enumerate([(64, 48), (100, 50), (64, 48), (64, 48)])]
-    assert [(size, [s.id for s in b]) for size, b in cli.batches(items, settings)] == [
+    assert [(size, [s.id for s in b]) for size, b in generation.batches(items, settings)] == [
         ((48, 64), ["0", "2"]), ((48, 64), ["3"]), ((48, 96), ["1"])]
     settings.use_scene_size = False
-    assert [[s.id for s in b] for _, b in cli.batches(items, settings)] == [["0", "1"], ["2", "3"]]
+    assert [[s.id for s in b] for _, b in generation.batches(items, settings)] == [["0", "1"], ["2", "3"]]
 
 
 # -- bad input: every case names the scene and field, exits 2, writes nothing ---------------------------

@@ -31,7 +31,7 @@ def build_app(cfg: DictConfig, choices: dict[str, str] | None = None, overrides:
     """(Gradio Blocks, AppModel) for ``cfg`` (configs/app.yaml); a model that fails to load leaves the page
     up with the reason in its status line."""
     stay_offline()
-    from ..cli.generate import InputError
+    from ..generation import InputError
     from .model import AppModel, phrase_choices
     from .ui import build_ui
 

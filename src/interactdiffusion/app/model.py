@@ -1,8 +1,8 @@
-"""The model behind the page, loaded and run by the generate CLI's own code.
+"""The model behind the page, loaded and run by the generate CLI's own code (``generation/``).
 
-Settings are read by ``cli.generate.read_settings`` from the Hydra config with the page's values merged
-in, the pipeline is built by ``cli.generate.build_pipeline``, phrases are embedded by
-``cli.generate.prepare_phrases`` and images are made by ``cli.generate.sample``: the page and
+Settings are read by ``generation.read_settings`` from the Hydra config with the page's values merged
+in, the pipeline is built by ``generation.build_pipeline``, phrases are embedded by
+``generation.prepare_phrases`` and images are made by ``generation.sample``: the page and
 ``interactdiffusion-generate`` load the same model and make the same image from the same scene and
 settings (the "CLI command" the page shows reproduces it).
 """
@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from ..cli.generate import InputError, build_pipeline, prepare_phrases, read_settings, sample, scene_size
+from ..generation import InputError, build_pipeline, prepare_phrases, read_settings, sample, scene_size
 from ..scene import Scene
 from ..vocab import COCO_CATEGORIES, phrase_of
 from .layout import PhraseChoices

@@ -20,8 +20,8 @@ import numpy as np
 from gradio_image_annotation import image_annotator
 from PIL import Image
 
-from ..cli.generate import InputError
 from ..evaluation.image_io import save_png_atomic
+from ..generation import InputError
 from ..scene import Scene, SceneError, read_scenes
 from ..visualize import draw_scene
 from .layout import (

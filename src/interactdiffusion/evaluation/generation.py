@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,28 +111,16 @@ def load_test_annotations(data: DictConfig):
 def build_pipeline(backbone_cfg: DictConfig | dict, model_cfg: DictConfig | dict | None, weights: str | None,
                    settings: EvalSettings):
     """The generation pipeline for a backbone config + weights, on ``settings.device``."""
-    from ..models.backbone import BackboneError, build_backbone
-    from ..models.checkpoints import CheckpointError
-    from ..pipeline import load_pipeline, make_scheduler
-
-    spec = dict(plain(backbone_cfg))
-    grounding = dict((plain(model_cfg) or {}).get("grounding") or {}) or None
-
-    def backbone():
-        return build_backbone(**spec, grounding=grounding)
+    from ..generation.building import PipelineError, load_generation_pipeline
 
     try:
-        pipe, what = load_pipeline(backbone, weights, scheduler="plms", precision=settings.precision,
-                                   device=settings.device)
-    except (BackboneError, CheckpointError, FileNotFoundError) as error:
-        raise EvalError(str(error)) from None
-    try:
-        pipe.scheduler = make_scheduler(settings.scheduler, dict(pipe.scheduler.config), **settings.scheduler_kwargs)
-    except ValueError as error:
-        raise EvalError(f"eval.scheduler: {error}") from None
-    pipe.set_progress_bar_config(disable=True)
-    log.info(f"loaded {what}; scheduler {type(pipe.scheduler).__name__}, {settings.precision} on {settings.device}")
-    return pipe
+        return load_generation_pipeline(
+            dict(plain(backbone_cfg)), (plain(model_cfg) or {}).get("grounding"), weights,
+            precision=settings.precision, device=settings.device, scheduler=settings.scheduler,
+            scheduler_kwargs=settings.scheduler_kwargs,
+        )
+    except PipelineError as error:
+        raise EvalError(f"eval.{error.setting}: {error}" if error.setting else str(error)) from None
 
 
 def generate_images(pipe, scenes: Sequence[Scene], settings: EvalSettings,
@@ -140,24 +128,20 @@ def generate_images(pipe, scenes: Sequence[Scene], settings: EvalSettings,
     """Images of ``scenes`` at ``resolution``² with the evaluation protocol; every phrase is embedded once
     first, so nothing depends on how scenes are batched. ``on_batch`` (e.g. saving) sees each batch;
     the images are returned only when it is not given (long runs keep nothing in memory)."""
+    from ..generation.sampling import call_pipeline
+    from ..generation.scenes import at_size, scene_phrases
+
     size = settings.resolution
-    phrases = sorted({p for s in scenes for i in s.interactions for p in (i.subject, i.action, i.object)})
+    phrases = scene_phrases(scenes)
     if phrases:
         pipe.encode_phrases(phrases)
     kept: list[Image.Image] = []
     for batch in chunks(list(scenes), settings.batch_size):
-        batch = [s if (s.width, s.height) == (size, size) else replace(s, width=size, height=size) for s in batch]
-        images = pipe(
-            batch,
-            height=size,
-            width=size,
-            num_inference_steps=settings.steps,
-            guidance_scale=settings.guidance_scale,
-            interactdiffusion_scheduled_sampling_beta=settings.beta,
-            interactdiffusion_scheduled_sampling=settings.scheduled_sampling,
-            negative_prompt=settings.negative_prompt or None,  # none: SDXL zeroes the negative half
-            seed=settings.seed,
-            output_type="np",
+        batch = [at_size(s, size) for s in batch]
+        images = call_pipeline(
+            pipe, batch, (size, size), steps=settings.steps, guidance_scale=settings.guidance_scale,
+            beta=settings.beta, scheduled_sampling=settings.scheduled_sampling, seed=settings.seed,
+            negative_prompt=settings.negative_prompt,
         ).images
         images = [Image.fromarray(to_uint8(image, settings.quantize)) for image in images]
         if on_batch is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -193,30 +192,16 @@ class ImageGridCallback(Callback):
 
     @torch.no_grad()
     def generate(self, trainer: Trainer, pl_module: LightningModule, scenes: list[Scene]) -> list[Image.Image]:
-        from ..pipeline import InteractDiffusionPipeline
+        from ..generation.building import module_pipeline
+        from ..generation.sampling import call_pipeline
+        from ..generation.scenes import at_size
 
-        backbone = pl_module.backbone
         size = self.image_size or int(pl_module.hparams.backbone.get("resolution") or 512)
-        was_training = pl_module.training
-        ema = getattr(pl_module, "ema", None) if self.use_ema else None
-        try:
-            pipe = InteractDiffusionPipeline.from_backbone(backbone, scheduler=self.scheduler)
-            pipe.set_progress_bar_config(disable=True)
-            # Under mixed precision the frozen weights are half: generate under the same autocast.
-            context = trainer.precision_plugin.forward_context() if trainer is not None else nullcontext()
-            with context, (ema.swapped_in() if ema is not None else nullcontext()):
-                images = pipe(
-                    scenes=[_square(s, size) for s in scenes],
-                    num_inference_steps=self.num_inference_steps,
-                    guidance_scale=self.guidance_scale,
-                    interactdiffusion_scheduled_sampling_beta=self.beta,
-                    height=size,
-                    width=size,
-                    seed=self.seed,
-                ).images
-        finally:
-            pl_module.train(was_training)
-        return images
+        with module_pipeline(trainer, pl_module, self.scheduler, self.use_ema) as pipe:
+            return call_pipeline(
+                pipe, [at_size(s, size) for s in scenes], (size, size), steps=self.num_inference_steps,
+                guidance_scale=self.guidance_scale, beta=self.beta, seed=self.seed, output_type="pil",
+            ).images
 
     @staticmethod
     def _send_to_loggers(trainer: Trainer, grid: Image.Image, step: int, captions: list[str], samples=None) -> None:
@@ -234,11 +219,3 @@ class ImageGridCallback(Callback):
 
                 logger.experiment.add_image("samples/grid", np.asarray(grid), step, dataformats="HWC")
 
-
-def _square(scene: Scene, size: int) -> Scene:
-    """The scene at the generation size (boxes are normalised, so they follow)."""
-    from dataclasses import replace
-
-    if scene.width == size and scene.height == size:
-        return scene
-    return replace(scene, width=size, height=size)

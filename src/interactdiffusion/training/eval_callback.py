@@ -20,7 +20,6 @@ on the same layouts.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -232,19 +231,10 @@ class HOIEvalCallback(Callback):
         weights when present)."""
         layouts = self._layouts if layouts is None else layouts
         from ..evaluation.generation import generate_images
-        from ..pipeline import InteractDiffusionPipeline
+        from ..generation.building import module_pipeline
 
-        was_training = pl_module.training
-        ema = getattr(pl_module, "ema", None) if self.use_ema else None
-        try:
-            pipe = InteractDiffusionPipeline.from_backbone(pl_module.backbone, scheduler=self.scheduler)
-            pipe.set_progress_bar_config(disable=True)
-            # Under mixed precision the frozen weights are half: generate under the same autocast.
-            context = trainer.precision_plugin.forward_context() if trainer is not None else nullcontext()
-            with context, (ema.swapped_in() if ema is not None else nullcontext()):
-                return generate_images(pipe, [layout.scene for layout in layouts], self.settings(pl_module))
-        finally:
-            pl_module.train(was_training)
+        with module_pipeline(trainer, pl_module, self.scheduler, self.use_ema) as pipe:
+            return generate_images(pipe, [layout.scene for layout in layouts], self.settings(pl_module))
 
     def draw_and_detect(self, trainer: Trainer, pl_module: LightningModule) -> tuple[list[int], list, list | None]:
         """This rank's share: (layout indices, detections per image, uint8 pixels when FID is on)."""
