@@ -17,18 +17,10 @@ def call_pipeline(pipe, scenes: Sequence[Scene], size: tuple[int, int], *, steps
     official [full, decay, off] triple (None: derived from ``beta``)."""
     height, width = size
     return pipe(
-        list(scenes),
-        height=height,
-        width=width,
-        num_inference_steps=steps,
-        guidance_scale=guidance_scale,
-        interactdiffusion_scheduled_sampling_beta=beta,
-        interactdiffusion_scheduled_sampling=scheduled_sampling,
+        list(scenes), height=height, width=width, num_inference_steps=steps, guidance_scale=guidance_scale,
+        interactdiffusion_scheduled_sampling_beta=beta, interactdiffusion_scheduled_sampling=scheduled_sampling,
         negative_prompt=negative_prompt or None,  # none: SDXL zeroes the negative half
-        eta=eta,
-        seed=seed,
-        num_images_per_prompt=images_per_scene,
-        output_type=output_type,
+        eta=eta, seed=seed, num_images_per_prompt=images_per_scene, output_type=output_type,
     )
 
 
