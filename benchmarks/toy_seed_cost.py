@@ -2,7 +2,7 @@
 
 Runs the real commands under cProfile in subprocesses at ``--threads`` threads: a short
 ``experiment=shapes/interactdiffusion`` training (``--steps`` steps, one curve point, one sample grid and
-one checkpoint at its last step) and an ``experiment=table_shapes/interactdiffusion`` evaluation of the
+one checkpoint at its last step) and an ``table=shapes/interactdiffusion`` evaluation of the
 committed adapter on ``--layouts`` test layouts. Prints each component's seconds and share, and scales
 them to one adapter run of the committed budget (3,600 steps, a curve point and a grid every 600 steps, a
 500-layout evaluation). cProfile adds a little overhead to Python-heavy parts; shares are what to read,
@@ -60,7 +60,7 @@ def main() -> None:
         f"callbacks.hoi_eval.every_n_steps={steps}", "callbacks.hoi_eval.at_start=false",
         "extras.print_config=false", "trainer.enable_progress_bar=false"], out / "train.prof", args.threads)
     evaluation, eval_wall = profile("interactdiffusion.cli.eval", [
-        "experiment=table_shapes/interactdiffusion", f"eval.limit={args.layouts}", f"output_dir={out / 'eval'}",
+        "table=shapes/interactdiffusion", f"eval.limit={args.layouts}", f"output_dir={out / 'eval'}",
         f"hydra.run.dir={out / 'eval' / 'runs'}", "eval.overwrite=true"], out / "eval.prof", args.threads)
 
     fit = cumulative(train, "lightning/pytorch/loops/fit_loop.py", "run")

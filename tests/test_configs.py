@@ -35,8 +35,22 @@ def _resolve(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-# experiment/table/* and table_shapes/* are table rows of interactdiffusion-eval (configs/eval.yaml), not training runs.
-EXPERIMENTS = [e for e in _options("experiment") if not e.startswith(("table/", "table_shapes/"))]
+EXPERIMENTS = _options("experiment")
+
+
+@pytest.mark.parametrize("row", _options("table"))
+def test_every_table_row_composes_in_eval_only(row):
+    """Eval rows are their own group (``table=``): eval composes each; training knows none of them, so a
+    row cannot be typed into ``interactdiffusion-train experiment=`` by mistake."""
+    from hydra.errors import HydraException
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = compose("eval", overrides=[f"table={row}"])
+    assert cfg.row not in (None, "default") and "trainer" not in cfg
+    assert not any(e.startswith("table") for e in EXPERIMENTS)
+    with pytest.raises(HydraException):
+        _compose([f"table={row}"])
 
 
 def test_the_paper_runs_and_every_ablation_have_an_experiment():

@@ -58,7 +58,7 @@ def test_dry_run_lists_every_missing_input_with_its_path(tmp_path, capsys):
         assert line is not None and "MISSING" in line, path
     assert "0 present, 10 missing." in out
     # every row scored by both FGAHOI detectors, each in its own folder
-    assert out.count("interactdiffusion.cli.eval experiment=table/") == 2 * len(DEFAULT_ROWS)
+    assert out.count("interactdiffusion.cli.eval table=paper/") == 2 * len(DEFAULT_ROWS)
     assert out.count("detector=fgahoi_swin_t") == out.count("detector=fgahoi_swin_l") == len(DEFAULT_ROWS)
     assert "xiaomabufei/FGAHOI" in out
     # 4 generating rows x 9,546 layouts (the annotations are not here to count them)

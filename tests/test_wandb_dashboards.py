@@ -184,9 +184,9 @@ def test_table_rows_share_one_wandb_group():
 
     register_resolvers()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        for experiment, group in (("table/sd14", "paper-table"), ("table/real", "paper-table"),
-                                  ("table_shapes/interactdiffusion", "hoi-shapes-table")):
-            cfg = compose("eval", overrides=[f"experiment={experiment}", "logger=wandb"])
+        for table, group in (("paper/sd14", "paper-table"), ("paper/real", "paper-table"),
+                             ("shapes/interactdiffusion", "hoi-shapes-table")):
+            cfg = compose("eval", overrides=[f"table={table}", "logger=wandb"])
             assert cfg.logger.wandb.group == group and cfg.logger.wandb.name == cfg.row
         cfg = compose("eval", overrides=["logger=wandb", "row=mine"])
         assert cfg.logger.wandb.group == "mine"

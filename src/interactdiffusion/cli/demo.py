@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in ("interactdiffusion", "caption_only"):
         eval_dir = out / "eval" / row
         timings[f"eval {row}"] = _run(f"evaluate {row}: HOI mAP with the analytic HOI-Shapes detector", [
-            py, "-m", "interactdiffusion.cli.eval", f"experiment=table_shapes/{row}", f"row=demo_{row}",
+            py, "-m", "interactdiffusion.cli.eval", f"table=shapes/{row}", f"row=demo_{row}",
             f"output_dir={eval_dir}", f"hydra.run.dir={eval_dir}/runs/latest", f"paths.data_dir={data_dir}",
             f"paths.log_dir={out / 'logs'}", f"eval.limit={args.layouts}", "eval.overwrite=true",
             "extras.print_config=false", "logger=wandb", "wandb_group=demo",

@@ -5,7 +5,7 @@
     interactdiffusion-reproduce --profile tiny            # the same machinery offline in minutes (meaningless numbers)
     interactdiffusion-reproduce --launcher slurm          # rows as SLURM jobs (configs/launcher/slurm.yaml)
 
-Rows are eval experiment configs (`configs/experiment/table/*.yaml`). Every row is scored by each detector of
+Rows are eval table-row configs (`configs/table/paper/*.yaml`). Every row is scored by each detector of
 the profile (paper: FGAHOI-Swin-T and FGAHOI-Swin-L, the paper's two column groups; `--detectors` picks
 others, e.g. `qpic`): one eval run per (row, detector) in `<row folder>/<detector>/`, all reading the row's one
 set of images (`<row folder>/images`, generated once). Each writes into its own stable folder, so running the
@@ -36,7 +36,7 @@ PROFILE_DETECTORS = {"paper": ["fgahoi_swin_t", "fgahoi_swin_l"], "tiny": ["fgah
 
 
 def compose_row(row: str, overrides: list[str]):
-    """The row's eval config exactly as `interactdiffusion-eval experiment=table/<row>` would compose it."""
+    """The row's eval config exactly as `interactdiffusion-eval table=paper/<row>` would compose it."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
@@ -47,7 +47,7 @@ def compose_row(row: str, overrides: list[str]):
     GlobalHydra.instance().clear()
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=[f"experiment=table/{row}", *overrides])
+        cfg = compose(config_name="eval", overrides=[f"table=paper/{row}", *overrides])
     # Only Hydra's own run-time values are unknown outside a run; the paths a row reads never use them.
     cfg.paths.output_dir = str(REPO_ROOT)
     cfg.paths.work_dir = str(REPO_ROOT)
@@ -66,7 +66,7 @@ def count_layouts(annotations: str, limit: int | None) -> int | None:
 
 
 def row_command(row: str, overrides: list[str]) -> list[str]:
-    return [sys.executable, "-m", "interactdiffusion.cli.eval", f"experiment=table/{row}", *overrides]
+    return [sys.executable, "-m", "interactdiffusion.cli.eval", f"table=paper/{row}", *overrides]
 
 
 def share_row_images(row_dir: Path, run_dir: Path) -> None:

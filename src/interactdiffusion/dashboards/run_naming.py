@@ -83,11 +83,11 @@ def wandb_run_group(default: str, explicit: Any = None) -> str:
 
 
 def wandb_run_tags(tags: Any) -> list[str]:
-    """The run's ``tags`` plus its experiment and model variant (Hydra's config-group choices)."""
+    """The run's ``tags`` plus its experiment (or table row) and model variant (Hydra's config-group choices)."""
     out = [str(t) for t in (OmegaConf.to_container(tags) if isinstance(tags, ListConfig) else tags or [])]
     hydra_cfg = _hydra()
     if hydra_cfg is not None:
-        for group in ("experiment", "model"):
+        for group in ("experiment", "table", "model"):
             choice = OmegaConf.select(hydra_cfg, f"runtime.choices.{group}", default=None)
             if choice:
                 out.append(f"{group}:{choice}"[:64])  # wandb's tag limit

@@ -2,7 +2,7 @@
 
 ``reproduce_toy`` re-trains the GLIGEN and InteractDiffusion adapters on the committed caption-only
 backbone (``experiment=shapes/{gligen,interactdiffusion}``, one run per training seed), evaluates the
-rows with ``interactdiffusion-eval experiment=table_shapes/*`` (the real test images as the detector's
+rows with ``interactdiffusion-eval table=shapes/*`` (the real test images as the detector's
 ceiling, the backbone alone, each adapter of each seed) and writes ``results.md`` / ``results.json``:
 mean ± std over seeds, the per-seed numbers, the mAP-vs-steps curves the training runs measured and
 every job's wall time. Jobs are plain subprocesses of the normal CLIs, ``jobs`` at a time with the cores
@@ -113,7 +113,7 @@ def eval_job(out: Path, row: str, overrides: list[str], weights: Path | None = N
              label: str | None = None) -> Job:
     name = name or f"shapes_{row}"
     output_dir = out / "eval" / name
-    command = [sys.executable, "-m", "interactdiffusion.cli.eval", f"experiment=table_shapes/{row}",
+    command = [sys.executable, "-m", "interactdiffusion.cli.eval", f"table=shapes/{row}",
                f"row={name}", f"output_dir={output_dir}", f"hydra.run.dir={output_dir}/runs/latest", *overrides]
     if weights is not None:
         command.append(f"weights={weights}")

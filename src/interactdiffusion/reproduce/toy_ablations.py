@@ -5,7 +5,7 @@
 tokens, union box instead of between box) over the same training seeds with the machinery of
 ``reproduce.toy`` (the same jobs, run folders and eval rows, so the table's InteractDiffusion and GLIGEN
 runs in the same ``--out`` are reused, not retrained), evaluates each adapter with
-``experiment=table_shapes/{interactdiffusion,gligen,ablation/*}`` and writes mean ± std per row with one
+``table=shapes/{interactdiffusion,gligen,ablation/*}`` and writes mean ± std per row with one
 sentence per row. The sentences are templates filled from the numbers: whether a row differs from full
 InteractDiffusion by more than the seed-to-seed spread is computed, never written by hand.
 """
@@ -31,7 +31,7 @@ from .toy import (
     training_job,
 )
 
-# kind (experiment=shapes/<kind>, experiment=table_shapes/<kind>) -> row label; full InteractDiffusion first
+# kind (experiment=shapes/<kind>, table=shapes/<kind>) -> row label; full InteractDiffusion first
 ABLATION_ROWS = {
     "interactdiffusion": "InteractDiffusion (full)",
     "gligen": "GLIGEN",
