@@ -11,6 +11,7 @@ files: ``list_action`` and ``bbox_train`` of ``anno_bbox.mat``; the class tables
 (with its training file, or its ``rare`` list, for rarity); for the QPIC json, which has neither names
 nor sizes, from ``vocabulary=`` (an ``anno_bbox.mat``, an instances json, a saved
 ``HOIVocabulary`` json, or a ``HOIVocabulary``) or from such a file found next to it.
+``Annotations`` itself lives in ``annotation_set`` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ import hashlib
 import json
 import logging
 import os
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic import write_file_atomic
 from ..vocab import RARE_THRESHOLD, HOIVocabulary
-from .formats.common import AnnotationError, UnknownFormatError, train_counts_of, with_counts
+from .annotation_set import Annotations
+from .formats.common import AnnotationError, UnknownFormatError, with_counts
 from .formats.instances import is_instances, rare_counts, read_instances_json, vocabulary_from_instances
 from .formats.mat import read_anno_bbox_mat
 from .formats.qpic import is_qpic, read_qpic_json
@@ -50,68 +51,6 @@ __all__ = [
     "load_annotations",
     "load_vocabulary",
 ]
-
-
-@dataclass
-class Annotations:
-    """One split of one annotation file, parsed."""
-
-    records: list[ImageRecord]
-    vocab: HOIVocabulary
-    split: str
-    source: Path
-    format: str
-    skipped: dict[str, int] = field(default_factory=dict)
-    from_cache: bool = False
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    @property
-    def num_pairs(self) -> int:
-        return sum(len(r.pairs) for r in self.records)
-
-    def non_empty(self) -> list[ImageRecord]:
-        """Images with at least one visible pair (the ones layouts and training use)."""
-        return [r for r in self.records if r.pairs]
-
-    def stats(self) -> dict:
-        """Counts a researcher checks against the paper (9,658 / 9,546 / 33,405 on the real test split)."""
-        per_class = train_counts_of(self.records, self.vocab.num_classes)
-        histogram = Counter(len(r.pairs) for r in self.records)
-        out = {
-            "source": str(self.source),
-            "format": self.format,
-            "split": self.split,
-            "images": len(self.records),
-            "non_empty_images": sum(1 for r in self.records if r.pairs),
-            "pairs": int(per_class.sum()),
-            "classes": self.vocab.num_classes,
-            "classes_present": int((per_class > 0).sum()),
-            "verbs": self.vocab.num_verbs,
-            "objects": self.vocab.num_objects,
-            "pairs_per_image": {str(k): histogram[k] for k in sorted(histogram)},
-            "skipped": dict(self.skipped),
-        }
-        if self.vocab.train_counts is not None:
-            rare = self.vocab.rare_mask()
-            out.update(
-                rare_classes=int(rare.sum()),
-                non_rare_classes=int((~rare).sum()),
-                rare_pairs=int(per_class[rare].sum()),
-                non_rare_pairs=int(per_class[~rare].sum()),
-            )
-        return out
-
-    def summary(self) -> str:
-        """One line of counts plus everything skipped or repaired while parsing."""
-        line = (
-            f"{self.source} [{self.format}, {self.split}]: {len(self.records)} images "
-            f"({sum(1 for r in self.records if r.pairs)} with visible pairs), {self.num_pairs} pairs"
-        )
-        if self.skipped:
-            line += "; skipped/repaired: " + ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items()))
-        return line
 
 
 # -- detection ------------------------------------------------------------------------------------
