@@ -14,12 +14,11 @@ tokenizer, unet, scheduler). Per call it
   or device count.
 
 The pieces around the class live in ``interactdiffusion.pipelines`` (schedulers and precisions, the
-official-argument adapter, loading) and are re-exported here.
+official-argument adapter, loading, the steps of a call) and are re-exported here.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -40,7 +39,8 @@ from .atomic import check_folder, folder_atomic
 from .conditioning import PhraseIndex, grounding_kwargs, null_grounding_kwargs, scenes_to_ids
 from .models.backbone import Backbone, PhraseEncoder
 from .models.space_to_depth import downscale_factor, load_autoencoder
-from .models.unet import fusers
+from .pipelines.denoising import decode, denoise, image_seed, initial_latents, resolve_scenes
+from .pipelines.denoising import step_kwargs as _step_kwargs
 from .pipelines.loading import (
     GROUNDING_CONFIG_NAME,
     _load_grounded_unet,
@@ -52,12 +52,11 @@ from .pipelines.loading import (
 )
 from .pipelines.official_arguments import (
     IGNORED_LOAD_ARGUMENTS,
-    _official_noise,
     scenes_from_official_arguments,
 )
 from .pipelines.schedulers import PRECISIONS, SCHEDULER_PRESETS, make_scheduler, resolve_dtype
-from .scene import MAX_INTERACTIONS, Scene, SceneError
-from .scheduled_sampling import fuser_scale, fuser_scales, sampler_step, schedule_triple
+from .scene import MAX_INTERACTIONS, Scene
+from .scheduled_sampling import fuser_scales, sampler_step, schedule_triple
 
 # The paper's evaluation protocol (REFERENCE §3).
 PAPER_NEGATIVE_PROMPT = (
@@ -81,13 +80,6 @@ class InteractDiffusionPipelineOutput(BaseOutput):
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     nsfw_content_detected: list[bool] | None = None
     seeds: list[int | None] | None = None
-
-
-def image_seed(scene_seed: int, index: int) -> int:
-    """Seed of the ``index``-th image of a scene: the scene's own seed for the first image."""
-    if index == 0:
-        return scene_seed
-    return (scene_seed * 1_000_003 + index) % (2**63 - 1)
 
 
 class InteractDiffusionPipeline(DiffusionPipeline):
@@ -384,38 +376,11 @@ class InteractDiffusionPipeline(DiffusionPipeline):
         max_n = getattr(position_net, "max_interactions", MAX_INTERACTIONS)
 
         # 1. scenes and the per-image noise generators
-        official = scenes is None
-        if official:
-            if prompt is None and prompt_embeds is None:
-                raise ValueError("pass scenes, or prompt (or prompt_embeds) with the interactdiffusion_* arguments")
-            if prompt is None:
-                prompts = [""] * prompt_embeds.shape[0]
-            else:
-                prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-            scene_list = self.scenes_from_official_arguments(
-                prompts,
-                interactdiffusion_subject_phrases,
-                interactdiffusion_object_phrases,
-                interactdiffusion_action_phrases,
-                interactdiffusion_subject_boxes,
-                interactdiffusion_object_boxes,
-                max_interactions=max_n,
-            )
-            step_generator = generator
-            seeds: list[int | None] = [None] * (len(scene_list) * n)
-            if isinstance(generator, list) and len(generator) != len(scene_list) * n:
-                raise ValueError(f"{len(generator)} generators for {len(scene_list) * n} images")
-        else:
-            if prompt is not None or interactdiffusion_subject_phrases is not None:
-                raise ValueError("pass either scenes or the official prompt/interactdiffusion_* arguments, not both")
-            scene_list = _as_scenes(scenes)
-            if seed is None:
-                seed = generator.initial_seed() if isinstance(generator, torch.Generator) else 0
-            seeds = [image_seed(s.seed_for(seed), k) for s in scene_list for k in range(n)]
-            step_generator = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        for scene in scene_list:
-            if len(scene.interactions) > max_n:
-                raise SceneError(scene.id, "interactions", f"{len(scene.interactions)} > {max_n} interactions")
+        official, scene_list, seeds, step_generator = resolve_scenes(
+            self, scenes, prompt, prompt_embeds, interactdiffusion_subject_phrases, interactdiffusion_object_phrases,
+            interactdiffusion_action_phrases, interactdiffusion_subject_boxes, interactdiffusion_object_boxes, n,
+            generator, seed, max_n,
+        )
         batch = len(scene_list) * n
         if batch == 0:
             raise ValueError("nothing to generate: no scenes")
@@ -441,80 +406,27 @@ class InteractDiffusionPipeline(DiffusionPipeline):
 
         # 4. initial noise
         shape = (batch, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
-        if latents is None:
-            if official:
-                latents = _official_noise(shape, generator)
-            else:
-                latents = torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in step_generator])
-        elif tuple(latents.shape) != shape:
-            raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
-        latents = latents.to(device=device, dtype=torch.float32) * self.scheduler.init_noise_sigma
+        latents = initial_latents(self, latents, shape, official, generator, step_generator, device)
         step_kwargs = self._step_kwargs(step_generator, eta)
 
         # 5. denoising, with scheduled sampling of the fusers
-        saved_states = [f.enabled for f in fusers(self.unet)]
-        try:
-            with self.progress_bar(total=len(timesteps)) as bar:
-                for i, t in enumerate(timesteps):
-                    extra = dict(cross_attention_kwargs or {})
-                    if step_scales[i] > 0:
-                        extra["gligen"] = {"objs": objs}
-                    model_input = torch.cat([latents] * 2) if do_cfg else latents
-                    model_input = self.scheduler.scale_model_input(model_input, t)
-                    with fuser_scale(self.unet, step_scales[i]):
-                        noise_pred = self.unet(
-                            model_input.to(self.unet.dtype),
-                            t,
-                            **conditions,
-                            cross_attention_kwargs=extra or None,
-                            return_dict=False,
-                        )[0].float()
-                    if do_cfg:
-                        uncond, cond = noise_pred.chunk(2)
-                        noise_pred = uncond + guidance_scale * (cond - uncond)
-                    latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
-                    bar.update()
-                    if callback is not None and i % callback_steps == 0:
-                        callback(i // getattr(self.scheduler, "order", 1), t, latents)
-        finally:
-            for fuser, state in zip(fusers(self.unet), saved_states):
-                fuser.enabled = state
+        latents = denoise(
+            self, latents, timesteps, step_scales, objs, conditions, do_cfg, guidance_scale, step_kwargs,
+            cross_attention_kwargs, callback, callback_steps,
+        )
 
         # 6. decode
-        if output_type == "latent":
-            images = latents
-        else:
-            decoded = self.vae.decode(
-                (latents / self.vae.config.scaling_factor).to(self.vae.dtype), return_dict=False
-            )[0]
-            images = self.image_processor.postprocess(
-                decoded.float(), output_type=output_type, do_denormalize=[True] * batch
-            )
+        images = decode(self, latents, output_type, batch)
         self.maybe_free_model_hooks()
         if not return_dict:
             return images, None
         return InteractDiffusionPipelineOutput(images=images, nsfw_content_detected=None, seeds=seeds)
 
     def _step_kwargs(self, generator, eta: float) -> dict[str, Any]:
-        accepted = set(inspect.signature(self.scheduler.step).parameters)
-        kwargs: dict[str, Any] = {}
-        if "eta" in accepted:
-            kwargs["eta"] = eta
-        if "generator" in accepted:
-            kwargs["generator"] = generator
-        return kwargs
+        return _step_kwargs(self.scheduler, generator, eta)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def _as_scenes(scenes) -> list[Scene]:
-    if isinstance(scenes, (Scene, dict)):
-        scenes = [scenes]
-    out = []
-    for k, s in enumerate(scenes):
-        out.append(s if isinstance(s, Scene) else Scene.from_dict(s, default_id=str(k)))
-    return out
-
-
 def _negatives(negative_prompt: str | list[str] | None, batch: int) -> list[str]:
     if negative_prompt is None:
         return [""] * batch
