@@ -38,16 +38,15 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from .atomic import check_folder, folder_atomic
 from .conditioning import PhraseIndex, grounding_kwargs, null_grounding_kwargs, scenes_to_ids
 from .models.backbone import Backbone, PhraseEncoder
-from .models.space_to_depth import downscale_factor, load_autoencoder
+from .models.space_to_depth import downscale_factor
 from .pipelines.denoising import decode, denoise, image_seed, initial_latents, resolve_scenes
 from .pipelines.denoising import step_kwargs as _step_kwargs
 from .pipelines.loading import (
     GROUNDING_CONFIG_NAME,
-    _load_grounded_unet,
-    _require,
     grounding_config_of,
     is_pipeline_folder,
     load_pipeline,
+    load_sd_pipeline_folder,
     load_weights,
 )
 from .pipelines.official_arguments import (
@@ -169,22 +168,7 @@ class InteractDiffusionPipeline(DiffusionPipeline):
             from .pipeline_xl import load_xl_pipeline_folder
 
             return load_xl_pipeline_folder(folder, variant, scheduler, grounding)._place(device, dtype)
-        unet = _load_grounded_unet(folder / "unet", variant, grounding)
-        part_kwargs: dict[str, Any] = {"local_files_only": True}
-        if variant:
-            part_kwargs["variant"] = variant
-        _require(folder / "vae" / "config.json", "the VAE")
-        _require(folder / "text_encoder" / "config.json", "the text encoder")
-        _require(folder / "tokenizer", "the tokenizer")
-        vae = load_autoencoder(folder / "vae", **{k: v for k, v in part_kwargs.items() if k != "local_files_only"})
-        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32, **part_kwargs)
-        tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
-        scheduler_file = folder / "scheduler" / "scheduler_config.json"
-        _require(scheduler_file, "the scheduler")
-        saved = json.loads(scheduler_file.read_text(encoding="utf-8"))
-        sched = make_scheduler(scheduler if scheduler is not None else saved.get("_class_name", "plms"), saved)
-        pipe = cls(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched)
-        return pipe._place(device, dtype)
+        return load_sd_pipeline_folder(cls, folder, variant, scheduler, grounding)._place(device, dtype)
 
     def save_pretrained(self, save_directory: str | Path, safe_serialization: bool = True, **kwargs) -> None:
         """diffusers' layout, plus ``unet/grounding_config.json`` so ``from_pretrained`` rebuilds our tokenizer.

@@ -14,17 +14,20 @@ from typing import TYPE_CHECKING, Any
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..atomic import check_folder
 from ..models import checkpoints
 from ..models.backbone import Backbone, load_state_file
 from ..models.grounding import GLIGENGrounding, InteractionTokenizer
+from ..models.space_to_depth import load_autoencoder
 from ..models.unet import (
     build_grounded_unet,
     install_grounding,
     is_adapter_key,
     load_adapter_state_dict,
 )
+from .schedulers import make_scheduler
 
 if TYPE_CHECKING:
     from ..pipeline import InteractDiffusionPipeline
@@ -74,6 +77,28 @@ def _load_grounded_unet(folder: Path, variant: str | None, grounding: dict[str, 
             f"unexpected {len(unexpected)}, e.g. {unexpected[:3]}){hint}"
         )
     return unet
+
+
+def load_sd_pipeline_folder(
+    cls: type[InteractDiffusionPipeline], folder: Path, variant: str | None, scheduler, grounding: dict[str, Any] | None
+) -> InteractDiffusionPipeline:
+    """The parts of an SD-1.x pipeline folder (checked by ``InteractDiffusionPipeline.from_pretrained``), not
+    yet placed on a device; every part must be there."""
+    unet = _load_grounded_unet(folder / "unet", variant, grounding)
+    part_kwargs: dict[str, Any] = {"local_files_only": True}
+    if variant:
+        part_kwargs["variant"] = variant
+    _require(folder / "vae" / "config.json", "the VAE")
+    _require(folder / "text_encoder" / "config.json", "the text encoder")
+    _require(folder / "tokenizer", "the tokenizer")
+    vae = load_autoencoder(folder / "vae", **{k: v for k, v in part_kwargs.items() if k != "local_files_only"})
+    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32, **part_kwargs)
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+    scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    _require(scheduler_file, "the scheduler")
+    saved = json.loads(scheduler_file.read_text(encoding="utf-8"))
+    sched = make_scheduler(scheduler if scheduler is not None else saved.get("_class_name", "plms"), saved)
+    return cls(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched)
 
 
 # -- weights ---------------------------------------------------------------------------------------
