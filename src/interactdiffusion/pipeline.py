@@ -36,11 +36,12 @@ from diffusers.utils import BaseOutput
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from .atomic import check_folder, folder_atomic
-from .conditioning import PhraseIndex, grounding_kwargs, null_grounding_kwargs, scenes_to_ids
+from .conditioning import PhraseIndex
 from .models.backbone import Backbone, PhraseEncoder
 from .models.space_to_depth import downscale_factor
 from .pipelines.denoising import decode, denoise, image_seed, initial_latents, resolve_scenes
 from .pipelines.denoising import step_kwargs as _step_kwargs
+from .pipelines.grounding_tokens import grounding_tokens, null_grounding_tokens
 from .pipelines.loading import (
     GROUNDING_CONFIG_NAME,
     grounding_config_of,
@@ -258,30 +259,11 @@ class InteractDiffusionPipeline(DiffusionPipeline):
 
     def grounding_tokens(self, scenes: Sequence[Scene], device) -> torch.Tensor:
         """The tokenizer's output for a batch of scenes ([B, tokens, D]), computed once per call."""
-        position_net = self.unet.position_net
-        dim = self.phrase_encoder.dim
-        if getattr(position_net, "positive_len", dim) != dim:
-            raise ValueError(
-                f"the grounding tokenizer takes {position_net.positive_len}-d phrase embeddings but the text "
-                f"encoder gives {dim}-d ones: the adapter does not belong to this backbone"
-            )
-        max_n = getattr(position_net, "max_interactions", MAX_INTERACTIONS)
-        ids = scenes_to_ids(scenes, self.phrase_index, max_interactions=max_n)
-        if len(self.phrase_index):
-            table = self.phrase_encoder(self.phrase_index.phrases)
-        else:
-            table = torch.zeros(1, dim)
-        kwargs = grounding_kwargs(ids, table.to(device), dtype=self.unet.dtype)
-        return position_net(**kwargs)
+        return grounding_tokens(self, scenes, device)
 
     def null_grounding_tokens(self, batch_size: int, device) -> torch.Tensor:
         """Tokens of the "no grounding" input (masks 0): the unconditional branch of guidance."""
-        position_net = self.unet.position_net
-        max_n = getattr(position_net, "max_interactions", MAX_INTERACTIONS)
-        kwargs = null_grounding_kwargs(
-            batch_size, self.phrase_encoder.dim, max_n, device=device, dtype=self.unet.dtype
-        )
-        return position_net(**kwargs)
+        return null_grounding_tokens(self, batch_size, device)
 
     def check_size(self, height: int, width: int) -> None:
         multiple = self.vae_scale_factor
