@@ -89,10 +89,12 @@ class SafetyCheckpoint(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         due = self.every_seconds is not None and time.monotonic() - self._last_save >= self.every_seconds
-        # any rank's signal, rank 0's clock, one all-reduce: every rank decides alike at the same step
-        flags = torch.tensor([float(self.received is not None), float(due and trainer.is_global_zero)],
-                             device=pl_module.device)
-        stop, due = (trainer.strategy.reduce(flags, reduce_op="sum") > 0).tolist()
+        stop = self.received is not None
+        if trainer.world_size > 1:
+            # any rank's signal, rank 0's clock, one all-reduce: every rank decides alike at the same step
+            # (one process needs neither the tensor nor the device sync that reading it back costs)
+            flags = torch.tensor([float(stop), float(due and trainer.is_global_zero)], device=pl_module.device)
+            stop, due = (trainer.strategy.reduce(flags, reduce_op="sum") > 0).tolist()
         if not (stop or due):
             return
         path = self.path(trainer)
