@@ -96,3 +96,30 @@ def test_noising_and_target_equal_diffusers(prediction_type):
     torch.testing.assert_close(captured["noisy"], reference.add_noise(latents, noise, t), rtol=1e-6, atol=1e-6)
     expected = noise if prediction_type == "epsilon" else reference.get_velocity(latents, noise, t)
     torch.testing.assert_close(captured["target"], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_gate_lr_scale_puts_the_gates_in_their_own_group():
+    """``recipe.gate_lr_scale``: the fusers' gates step at lr × scale, everything else at lr; 1 = one group."""
+    from test_train_module import _module
+
+    plain = _module(lr=1e-3, warmup_steps=0).configure_optimizers()["optimizer"]
+    assert len(plain.param_groups) == 1  # checkpoints written before the option resume unchanged
+    module = _module(lr=1e-3, warmup_steps=0, gate_lr_scale=10)
+    optimizer = module.configure_optimizers()["optimizer"]
+    others, gates = optimizer.param_groups
+    names = {id(p): n for n, p in module.trainable_named_parameters()}
+    gate_names = [names[id(p)] for p in gates["params"]]
+    assert gate_names and all(n.endswith(("alpha_attn", "alpha_dense")) for n in gate_names)
+    assert len(gate_names) == 2 * sum(n.endswith("alpha_attn") for n in names.values())
+    assert not any(names[id(p)].endswith(("alpha_attn", "alpha_dense")) for p in others["params"])
+    assert (others["lr"], gates["lr"]) == (1e-3, pytest.approx(1e-2))
+    # one AdamW step from zero moments moves every parameter by about its group's lr
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.grad = torch.ones_like(p)
+    before = [p.detach().clone() for p in gates["params"]]
+    optimizer.step()
+    moved = torch.stack([(p.detach() - b).abs().max() for p, b in zip(gates["params"], before)])
+    assert torch.allclose(moved, torch.full_like(moved, 1e-2), rtol=1e-3)
+    with pytest.raises(ValueError, match="gate_lr_scale"):
+        _module(gate_lr_scale=0)

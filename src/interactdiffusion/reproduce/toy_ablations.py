@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_json_atomic, write_text_atomic
 from .toy import (
     MAIN_PROTOCOL,
     _cell,
@@ -172,22 +173,21 @@ def reproduce_ablations(out: str | Path, seeds: list[int], parallel: int = 2, th
     previous = out / "timings.json"
     if previous.is_file():  # jobs reused from an earlier invocation (this one's or the table's) keep their times
         timings = {**json.loads(previous.read_text()), **timings}
-    previous.write_text(json.dumps(timings, indent=2) + "\n")
+    write_json_atomic(previous, timings, allow_nan=True)
     timings = {job.name: timings[job.name] for job in trainings + evals if job.name in timings}
     rows = summarise_ablations(out, seeds, kinds)
     wall = time.perf_counter() - started
     machine = machine_description()
     text = render_ablations(rows, seeds, command, timings, machine, wall)
     target = Path(results) if results else out / "ablations.md"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
-    target.with_suffix(".json").write_text(json.dumps({
+    write_text_atomic(target, text)
+    write_json_atomic(target.with_suffix(".json"), {
         "command": command, "machine": machine, "seeds": seeds, "timings_s": timings, "wall_s": wall,
         "rows": [{"kind": r["kind"], "label": r["label"], "default_full": r["full"],
                   "mean_std": list(_mean_std(r["full"])), "allows_conclusion": r["allows"], "sentence": r["sentence"],
                   "curves": {str(s): c for s, c in r["curves"].items()},
                   "results": [{k: x.get(k) for k in ("row", "map", "fid", "num_images")} for x in r["runs"]]}
                  for r in rows],
-    }, indent=2) + "\n", encoding="utf-8")
+    }, allow_nan=True)
     print(text)
     return target

@@ -33,7 +33,7 @@ from .checkpoint_state import (
 )
 from .ema import AdapterEMA
 from .fsdp_scalars import average_scalar_grads, exclude_scalars_from_fsdp
-from .optimizers import build_optimizer
+from .optimizers import build_optimizer, optimizer_param_groups
 from .resumable_data import POSITION_KEY, ResumableLoader
 from .seeding import generator, mix_seed, sample_generators
 
@@ -66,6 +66,7 @@ class Recipe:
     seed: int = 0
     phrase_cache_dir: str | None = None
     optimizer: str = "adamw"  # or adamw_8bit (bitsandbytes, CUDA): training/optimizers.py
+    gate_lr_scale: float = 1.0  # the fusers' scalar gates (alpha_attn, alpha_dense) learn this many times faster
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> Recipe:
@@ -79,6 +80,8 @@ class Recipe:
         recipe = cls(**values)
         if recipe.timestep_power <= 0:
             raise ValueError(f"recipe.timestep_power must be positive, got {recipe.timestep_power}")
+        if recipe.gate_lr_scale <= 0:
+            raise ValueError(f"recipe.gate_lr_scale must be positive, got {recipe.gate_lr_scale}")
         for name in ("caption_drop_prob", "grounding_drop_prob"):
             if not 0.0 <= getattr(recipe, name) <= 1.0:
                 raise ValueError(f"recipe.{name} must be in [0, 1], got {getattr(recipe, name)}")
@@ -359,8 +362,8 @@ class InteractDiffusionModule(AdapterCheckpointState, LightningModule):
 
     # -- optimisation ----------------------------------------------------------------------------------
     def configure_optimizers(self):
-        params = [p for _, p in self.trainable_named_parameters()]
         recipe = self.recipe
+        params = optimizer_param_groups(self.trainable_named_parameters(), recipe.lr, recipe.gate_lr_scale)
         optimizer = build_optimizer(params, recipe.optimizer, recipe.lr, recipe.betas, recipe.eps, recipe.weight_decay)
         # The official trainer's schedule (transformers' equivalent): factor step / warmup, so the
         # first optimiser step has LR 0 and the full LR is reached at step ``warmup_steps``.
