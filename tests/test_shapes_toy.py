@@ -219,7 +219,8 @@ def test_reproduce_toy_trains_evaluates_and_tabulates(trained_backbone, tmp_path
     # (3 layouts cover few of the 22 classes, so no mAP level is asserted here: test_shapes.py checks the
     # detector's ceiling on the whole test split)
     assert all(r["results"][0]["map"]["fgahoi"]["default"]["full"] is not None for r in data["rows"])
-    assert [c["statement"].split(" ")[0] for c in data["checks"]] == ["real", "caption-only", "InteractDiffusion"]
+    assert [c["statement"].split(" ")[0] for c in data["checks"]] == ["real", "caption-only", "InteractDiffusion",
+                                                                      "every"]
     assert set(data["timings_s"]) >= {"train gligen seed 0", "eval shapes_real"}
     # a second call reuses every export and row: nothing is trained or generated again
     stamp = (tmp_path / "toy" / "eval" / "shapes_gligen_seed0" / "results.json").stat().st_mtime_ns
@@ -345,3 +346,19 @@ def test_ablation_verdict_compares_the_difference_with_the_larger_std():
     assert one["allows"] is False and "One seed only" in one["sentence"]
     reference = verdict("interactdiffusion", [60.0, 8.0], [60.0, 8.0], [8.0, 9.0])
     assert "on 1 of 2 seeds" in reference["sentence"]
+
+
+def test_table_checks_every_seed_for_twice_gligen():
+    """The per-seed statement: each InteractDiffusion seed against the GLIGEN adapter of the same seed."""
+    from interactdiffusion.reproduce.toy import check_expectations
+
+    def summary(ours, gligen):
+        row = lambda v: {"map": {"fgahoi": {"default": {"full": v}}}}  # noqa: E731
+        return {"rows": [{"label": "real", "runs": [row(100.0)]}, {"label": "caption", "runs": [row(0.5)]},
+                         {"label": "GLIGEN", "runs": [row(v) for v in gligen]},
+                         {"label": "InteractDiffusion", "runs": [row(v) for v in ours]}]}
+
+    holds = check_expectations(summary([40.0, 12.0, 30.0], [5.0, 6.0, 2.0]))[-1]
+    assert holds[1] and "12.00 / 6.00 = 2.0x" in holds[2]
+    fails = check_expectations(summary([60.0, 11.0, 30.0], [5.0, 6.0, 2.0]))[-1]
+    assert not fails[1]  # the mean is far above GLIGEN, but seed 1 is not twice its GLIGEN
