@@ -141,3 +141,13 @@ def test_every_ablation_has_a_hoi_shapes_run_that_differs_from_full_interactdiff
         assert {k: v for k, v in cfg.items() if k not in ("model", "name", "tags")} == {
             k: v for k, v in full.items() if k not in ("model", "name", "tags")}
         assert cfg["name"] == f"shapes_ablation_{ablation}"
+
+
+def test_hoi_shapes_gligen_shares_the_interactdiffusion_budget_and_recipe():
+    """The table's two rows differ only in the adapter: same steps, recipe (gate rate included) and callbacks."""
+    full = _resolve(_compose(["experiment=shapes/interactdiffusion"]))
+    gligen = _resolve(_compose(["experiment=shapes/gligen"]))
+    assert gligen["model"]["grounding"]["kind"] == "gligen" != full["model"]["grounding"]["kind"]
+    assert full["recipe"]["gate_lr_scale"] == 10 and _resolve(_compose([]))["recipe"]["gate_lr_scale"] == 1
+    assert {k: v for k, v in gligen.items() if k not in ("model", "name")} == {
+        k: v for k, v in full.items() if k not in ("model", "name")}

@@ -362,3 +362,4 @@ def test_table_checks_every_seed_for_twice_gligen():
     assert holds[1] and "12.00 / 6.00 = 2.0x" in holds[2]
     fails = check_expectations(summary([60.0, 11.0, 30.0], [5.0, 6.0, 2.0]))[-1]
     assert not fails[1]  # the mean is far above GLIGEN, but seed 1 is not twice its GLIGEN
+    assert not check_expectations(summary([0.0, 12.0, 30.0], [0.0, 6.0, 2.0]))[-1][1]  # 0 vs 0 is not grounding

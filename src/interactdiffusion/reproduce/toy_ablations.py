@@ -24,8 +24,10 @@ from .toy import (
     _cell,
     _map,
     _mean_std,
+    doubles_gligen,
     eval_job,
     machine_description,
+    merge_timings,
     prepare_toy_run,
     read_curve,
     run_jobs,
@@ -67,7 +69,7 @@ def _full(results: dict[str, Any]) -> float | None:
 def verdict(kind: str, values: list[float], reference: list[float], gligen: list[float]) -> dict[str, Any]:
     """The row's sentence and the numbers behind it: the difference to full InteractDiffusion against the spread."""
     if kind == REFERENCE:
-        doubled = sum(1 for o, g in zip(values, gligen) if o >= 2 * g and o > 0)
+        doubled = sum(1 for o, g in zip(values, gligen) if doubles_gligen(o, g))
         return {"allows": None, "sentence": (
             f"The reference row: on {doubled} of {len(values)} seeds full InteractDiffusion is at least twice "
             "the GLIGEN adapter of the same seed on Default Full.")}
@@ -169,11 +171,7 @@ def reproduce_ablations(out: str | Path, seeds: list[int], parallel: int = 2, th
                       label=f"{ABLATION_ROWS[job.extra['kind']]} seed {job.extra['seed']}") for job in trainings]
     run_jobs(evals, parallel, threads)
 
-    timings = {job.name: job.seconds for job in trainings + evals if job.seconds is not None}
-    previous = out / "timings.json"
-    if previous.is_file():  # jobs reused from an earlier invocation (this one's or the table's) keep their times
-        timings = {**json.loads(previous.read_text()), **timings}
-    write_json_atomic(previous, timings, allow_nan=True)
+    timings = merge_timings(out, trainings + evals)  # the table's reused runs keep their times
     timings = {job.name: timings[job.name] for job in trainings + evals if job.name in timings}
     rows = summarise_ablations(out, seeds, kinds)
     wall = time.perf_counter() - started
