@@ -151,3 +151,16 @@ def test_hoi_shapes_gligen_shares_the_interactdiffusion_budget_and_recipe():
     assert full["recipe"]["gate_lr_scale"] == 10 and _resolve(_compose([]))["recipe"]["gate_lr_scale"] == 1
     assert {k: v for k, v in gligen.items() if k not in ("model", "name")} == {
         k: v for k, v in full.items() if k not in ("model", "name")}
+
+
+def test_the_readme_ablation_multirun_trains_the_same_models_as_the_experiments():
+    """`-m experiment=shapes/interactdiffusion model=shapes_<row>` = `experiment=shapes/<row>` but for name and tags."""
+    models = sorted(p.stem for p in (CONFIGS / "model").glob("shapes_*.yaml"))
+    swept_line = next(line for line in (CONFIGS.parent / "README.md").read_text().splitlines()
+                      if "model=shapes_interactdiffusion,shapes_gligen," in line)
+    assert sorted(swept_line.split("model=")[1].split(",")) == models  # the README sweeps every row
+    for model in models:
+        kind = model.removeprefix("shapes_").replace("ablation_", "ablation/", 1)
+        swept = _resolve(_compose(["experiment=shapes/interactdiffusion", f"model={model}"]))
+        own = _resolve(_compose([f"experiment=shapes/{kind}"]))
+        assert {k for k in set(swept) | set(own) if swept.get(k) != own.get(k)} <= {"name", "tags"}, model
